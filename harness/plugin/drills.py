@@ -1,0 +1,2 @@
+"""dbdrill pytest fixtures: drills (filled in as the area lands)."""
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""dbdrill suites: ready-made drills, the history recorder, checkers and reports."""
