@@ -73,10 +73,19 @@ _on_spawn: list[Callable[[int, str], None]] = []
 _on_exit: list[Callable[[int], None]] = []
 
 
-def on_child_spawn(register: Callable[[int, str], None], unregister: Callable[[int], None]) -> None:
-    """Hook for the run registry (so a killed run's children can be reaped by the next run)."""
+def on_child_spawn(register: Callable[[int, str], None], unregister: Callable[[int], None]) -> Callable[[], None]:
+    """Hook for the run registry (so a killed run's children can be reaped by the next run).
+    Returns the function that removes the hook."""
     _on_spawn.append(register)
     _on_exit.append(unregister)
+
+    def remove() -> None:
+        with contextlib.suppress(ValueError):
+            _on_spawn.remove(register)
+        with contextlib.suppress(ValueError):
+            _on_exit.remove(unregister)
+
+    return remove
 
 
 def running_as_root() -> bool:

@@ -19,10 +19,11 @@ class Runtime:
         self.reaped = reap_strays(self.root)
         self.run = RunDir(self.root)
         self.hosts = HostAllocator(self.root / "hosts")
-        process.on_child_spawn(self.run.register, self.run.unregister)
+        self._unhook = process.on_child_spawn(self.run.register, self.run.unregister)
 
     def close(self) -> None:
         process.stop_all()
+        self._unhook()
         self.hosts.close()
         self.run.close()
 

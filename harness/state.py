@@ -54,7 +54,7 @@ class RunDir:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or state_root()
         runs = self.root / "runs"
-        runs.mkdir(exist_ok=True)
+        runs.mkdir(parents=True, exist_ok=True)
         self.path = runs / f"{os.getpid()}-{time.time_ns() // 1_000_000}"
         self.path.mkdir()
         os.chmod(self.path, 0o755)
@@ -68,7 +68,10 @@ class RunDir:
         if start is None:
             return
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        (self.path / "children" / str(pid)).write_text(f"{start} {safe}\n")
+        try:
+            (self.path / "children" / str(pid)).write_text(f"{start} {safe}\n")
+        except OSError:
+            logger.warning("cannot record child %s (pid %d) in %s", name, pid, self.path)
 
     def unregister(self, pid: int) -> None:
         with contextlib.suppress(FileNotFoundError):
