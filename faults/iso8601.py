@@ -28,7 +28,7 @@ def parse_duration(text: str) -> float:
             hint = f" (write seconds as PT{text.strip()}S)"
         elif re.fullmatch(r"\d+(\.\d+)?[HMS]", text.strip()):
             hint = f" (the prefix is missing: PT{text.strip()})"
-        elif text.upper() != text:
+        elif text.upper() != text and _DURATION.fullmatch(text.strip().upper()):
             hint = " (the letters must be upper case)"
         elif re.fullmatch(r"P\d+M", text.strip()):
             hint = " (P..M means months, which FIS does not take; minutes are PT..M)"

@@ -1,0 +1,566 @@
+"""Checkers over a drill history: lost writes, stale reads, split brain, RTO, RPO, availability."""
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from suites.history import FAIL, INFO, OK, PENDING, History, Operation, jsonable, percentile
+
+logger = logging.getLogger(__name__)
+
+SHOWN_VIOLATIONS = 20
+CHECKS = ("lost-writes", "stale-reads", "split-brain", "recovery", "data-loss", "availability")
+# Windows of these kinds are pauses in a plan, not faults (FIS aws:fis:wait).
+SKIP_KINDS = ("wait",)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A fault window in monotonic seconds (as ``FaultEvent.start_mono`` / ``end_mono``)."""
+
+    name: str
+    start: float
+    end: float | None = None
+    kind: str = "fault"
+    target: str = ""
+
+    @classmethod
+    def of(cls, obj: Any) -> Window:
+        """From a ``FaultEvent``, a ``Timeline.to_list()`` dict, a Window, or a (start, end) pair."""
+        if isinstance(obj, Window):
+            return obj
+        if isinstance(obj, tuple | list) and len(obj) == 2:
+            return cls(name="window", start=float(obj[0]), end=None if obj[1] is None else float(obj[1]))
+        get = obj.get if isinstance(obj, Mapping) else lambda k, d=None: getattr(obj, k, d)
+        start = get("start_mono")
+        if start is None:
+            raise ValueError(f"fault window {obj!r} has no start_mono (pass Timeline.to_list() items)")
+        end = get("end_mono")
+        return cls(name=str(get("name", "fault")), start=float(start), end=None if end is None else float(end),
+                   kind=str(get("kind", "fault")), target=str(get("target", "") or ""))
+
+    def label(self, t0: float = 0.0) -> str:
+        end = "still active" if self.end is None else f"t={self.end - t0:.3f}s"
+        target = f" on {self.target}" if self.target else ""
+        return f"fault {self.name}{target} (t={self.start - t0:.3f}s..{end})"
+
+
+def windows(faults: Iterable[Any] | None, *, skip_kinds: Collection[str] = SKIP_KINDS) -> list[Window]:
+    """Fault windows sorted by start, without plan pauses (``aws:fis:wait``)."""
+    wins = [Window.of(f) for f in faults or ()]
+    return sorted((w for w in wins if w.kind not in skip_kinds), key=lambda w: w.start)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """``node`` (an address or instance id, as recorded in ops' ``node``) was fenced at ``time`` (monotonic)."""
+
+    node: str
+    time: float
+    name: str = "fence"
+
+    @classmethod
+    def of(cls, obj: Any) -> Fence:
+        if isinstance(obj, Fence):
+            return obj
+        if isinstance(obj, Operation):
+            node = obj.node or obj.value
+            return cls(node=str(node), time=obj.invoke_time, name=obj.f)
+        if isinstance(obj, Mapping):
+            return cls(node=str(obj["node"]), time=float(obj["time"]), name=str(obj.get("name", "fence")))
+        raise ValueError(f"a fence is Fence(node, time) or {{'node': ..., 'time': ...}}, got {obj!r}")
+
+
+@dataclass
+class Violation:
+    """What went wrong, and the operation it went wrong on (None for a history-level finding)."""
+
+    what: str
+    detail: str
+    op: Operation | None = None
+
+    def line(self) -> str:
+        return f"{self.what}: {self.detail}" + (f" -- {self.op.describe()}" if self.op is not None else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"what": self.what, "detail": self.detail, "op": None if self.op is None else self.op.to_dict()}
+
+
+@dataclass
+class CheckResult:
+    """One checker's verdict as plain data. ``skipped`` says why a checker did not apply."""
+
+    name: str
+    valid: bool
+    summary: str
+    violations: list[Violation] = field(default_factory=list)
+    numbers: dict[str, Any] = field(default_factory=dict)
+    skipped: str | None = None
+
+    def message(self) -> str:
+        lines = [f"{self.name}: {self.summary}"]
+        lines += [f"  - {v.line()}" for v in self.violations[:SHOWN_VIOLATIONS]]
+        if len(self.violations) > SHOWN_VIOLATIONS:
+            lines.append(f"  ... and {len(self.violations) - SHOWN_VIOLATIONS} more")
+        return "\n".join(lines)
+
+    def assert_valid(self) -> CheckResult:
+        """Raise an AssertionError naming every violating operation; return self when valid."""
+        if not self.valid:
+            raise AssertionError(self.message())
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "valid": self.valid, "summary": self.summary, "skipped": self.skipped,
+                "numbers": jsonable(self.numbers), "violations": [v.to_dict() for v in self.violations]}
+
+
+@dataclass
+class Verdict:
+    """Every checker's result; valid when all are."""
+
+    results: list[CheckResult]
+
+    @property
+    def valid(self) -> bool:
+        return all(r.valid for r in self.results)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.valid]
+
+    def __getitem__(self, name: str) -> CheckResult:
+        for r in self.results:
+            if r.name == name:
+                return r
+        raise KeyError(f"no check named {name!r}; have {[r.name for r in self.results]}")
+
+    def message(self) -> str:
+        if self.valid:
+            ran = [r.name for r in self.results if r.skipped is None]
+            return f"all checks passed ({', '.join(ran) or 'none ran'})"
+        return "\n".join(r.message() for r in self.failed)
+
+    def assert_valid(self) -> Verdict:
+        if not self.valid:
+            raise AssertionError(f"{len(self.failed)} of {len(self.results)} checks failed:\n{self.message()}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"valid": self.valid, "message": self.message(), "results": [r.to_dict() for r in self.results]}
+
+
+def _key(value: Any) -> Any:
+    try:
+        hash(value)
+        return value
+    except TypeError:
+        return json.dumps(jsonable(value), sort_keys=True)
+
+
+def read_values(value: Any) -> set[Any]:
+    """The values a read saw: a collection's elements, a dict's keys, a scalar itself, None nothing."""
+    if value is None:
+        return set()
+    if isinstance(value, Mapping):
+        return {_key(k) for k in value}
+    if isinstance(value, set | frozenset | list | tuple):
+        return {_key(v) for v in value}
+    return {_key(value)}
+
+
+def _fs(f: str | Iterable[str]) -> set[str]:
+    return {f} if isinstance(f, str) else set(f)
+
+
+def _written(op: Operation) -> Any:
+    return _key(op.invoke_value if op.invoke_value is not None else op.value)
+
+
+def _skip(name: str, reason: str) -> CheckResult:
+    return CheckResult(name, True, f"skipped: {reason}", skipped=reason)
+
+
+# -- lost writes ------------------------------------------------------------------------------------
+@dataclass
+class _Loss:
+    final: list[Operation]
+    lost: list[Operation]
+    violations: list[Violation]
+    numbers: dict[str, Any]
+
+
+def _final_reads(history: History, final_read: str, read: str | Iterable[str]) -> list[Operation]:
+    finals = [op for op in history.operations(final_read) if op.ok]
+    if finals:
+        return finals
+    reads = [op for op in history.operations(read) if op.ok and op.complete_time is not None]
+    return [max(reads, key=lambda op: op.complete_time or 0.0)] if reads else []
+
+
+def _loss(history: History, write: str | Iterable[str], final_read: str, read: str | Iterable[str]) -> _Loss:
+    finals = _final_reads(history, final_read, read)
+    seen: set[Any] = set()
+    for op in finals:
+        seen |= read_values(op.value)
+    last_start = max((op.invoke_time for op in finals), default=float("-inf"))
+    writes = history.operations(_fs(write))
+    attempted = {_written(op) for op in writes}
+    lost, violations = [], []
+    recovered = info_absent = after_final = acked = 0
+    for op in writes:
+        present = _written(op) in seen
+        if op.type == OK:
+            if op.complete_time is not None and op.complete_time > last_start:
+                after_final += 1
+                continue
+            acked += 1
+            if not present:
+                lost.append(op)
+                violations.append(Violation("lost write", f"acknowledged write {op.invoke_value!r} is missing "
+                                            "from the final read", op))
+        elif op.type == FAIL and present:
+            violations.append(Violation("failed write present", f"write {op.invoke_value!r} was reported failed "
+                                        "(definitely not done) but is in the final read", op))
+        elif op.type in (INFO, PENDING):
+            if present:
+                recovered += 1
+            else:
+                info_absent += 1
+    unexpected = sorted((v for v in seen if v not in attempted), key=repr)
+    for v in unexpected:
+        violations.append(Violation("unexpected value", f"{v!r} is in the final read but was never written"))
+    numbers = {"final_reads": len(finals), "acknowledged": acked, "lost": len(lost), "recovered_info": recovered,
+               "info_absent": info_absent, "unexpected": len(unexpected), "acked_after_final_read": after_final,
+               "failed_present": sum(v.what == "failed write present" for v in violations)}
+    return _Loss(finals, lost, violations, numbers)
+
+
+def lost_writes(history: History, *, write: str | Iterable[str] = "write", final_read: str = "final-read",
+                read: str | Iterable[str] = "read", max_lost: int = 0) -> CheckResult:
+    """Acknowledged (ok) writes must be in the final read(s) (ops with f=``final_read``; else the last ok
+    read). Info writes may or may not be; failed writes and never-written values must not be."""
+    name = "lost-writes"
+    loss = _loss(history, write, final_read, read)
+    if not loss.final:
+        return CheckResult(name, False, f"no successful final read: record one with f={final_read!r} after the "
+                           "faults heal", numbers=loss.numbers)
+    n = loss.numbers
+    others = [v for v in loss.violations if v.what != "lost write"]
+    valid = len(loss.lost) <= max_lost and not others
+    summary = (f"{n['lost']} of {n['acknowledged']} acknowledged writes lost (allowed {max_lost}), "
+               f"{n['failed_present']} failed writes present, {n['unexpected']} unexpected values, "
+               f"{n['recovered_info']} indeterminate writes present, {n['info_absent']} absent")
+    return CheckResult(name, valid, summary, loss.violations if not valid else [], n)
+
+
+# -- stale reads ------------------------------------------------------------------------------------
+WriterSpec = Collection[str] | Callable[[Operation], bool] | None
+
+
+def _is_writer(spec: WriterSpec) -> Callable[[Operation], bool]:
+    if spec is None:
+        return lambda op: op.extra.get("role", "writer") == "writer"
+    if callable(spec):
+        return spec
+    names = set(spec)
+    return lambda op: op.endpoint in names or op.node in names or op.extra.get("role") == "writer"
+
+
+def stale_reads(history: History, *, writer: WriterSpec = None, write: str | Iterable[str] = "write",
+                read: str | Iterable[str] = "read", model: str = "set", max_writer_stale: int = 0,
+                max_reader_lag: float | None = None, max_reader_lag_ops: int | None = None) -> CheckResult:
+    """A read must reflect every write acknowledged before the read was invoked.
+
+    ``writer``: endpoints / nodes (or a predicate) whose reads must never be stale; other reads are
+    replica reads, measured as lag. Without it, reads tagged ``role="reader"`` are replica reads and all
+    others writer reads. ``model="set"``: a read returns every value present; ``"latest"``: it returns
+    the newest value and written values increase. Lag in seconds is read invoke time minus the ack time
+    of the oldest write it missed (a lower bound: the write committed no later than its ack)."""
+    name = "stale-reads"
+    if model not in ("set", "latest"):
+        raise ValueError(f"model must be 'set' or 'latest', got {model!r}")
+    is_writer = _is_writer(writer)
+    acked = sorted((op for op in history.operations(_fs(write)) if op.ok and op.complete_time is not None),
+                   key=lambda op: op.complete_time or 0.0)
+    times = [op.complete_time or 0.0 for op in acked]
+    index = {_written(op): i for i, op in enumerate(acked)}
+    reads = sorted((op for op in history.operations(_fs(read)) if op.ok), key=lambda op: op.invoke_time)
+    if not reads:
+        return _skip(name, "no successful reads")
+    violations: list[Violation] = []
+    lag_ops: list[float] = []
+    lag_s: list[float] = []
+    writer_reads = writer_stale = reader_stale = 0
+    sorted_vals: list[Any] = []
+    added = 0
+    for rd in reads:
+        n = bisect.bisect_left(times, rd.invoke_time)
+        missed = _missed(acked, n, rd, model, index, sorted_vals, added)
+        if model == "latest":
+            added = n
+        lag = (rd.invoke_time - (missed[0].complete_time or 0.0)) if missed else 0.0
+        if is_writer(rd):
+            writer_reads += 1
+            if missed:
+                writer_stale += 1
+                shown = ", ".join(repr(op.invoke_value) for op in missed[:5])
+                more = f" and {len(missed) - 5} more" if len(missed) > 5 else ""
+                violations.append(Violation("stale writer read", f"read from the writer missed {len(missed)} "
+                                            f"acknowledged write(s) ({shown}{more}; oldest acked {lag:.3f}s "
+                                            f"before the read, by op #{missed[0].id})", rd))
+            continue
+        lag_ops.append(len(missed))
+        lag_s.append(lag)
+        if missed:
+            reader_stale += 1
+        over_s = max_reader_lag is not None and lag > max_reader_lag
+        over_ops = max_reader_lag_ops is not None and len(missed) > max_reader_lag_ops
+        if over_s or over_ops:
+            violations.append(Violation("reader lag", f"replica read was {lag:.3f}s / {len(missed)} write(s) "
+                                        "behind", rd))
+    numbers = {
+        "writer_reads": writer_reads, "writer_stale": writer_stale, "reader_reads": len(lag_s),
+        "reader_stale": reader_stale, "lag_s_max": max(lag_s, default=None), "lag_s_p50": percentile(lag_s, 50),
+        "lag_s_p99": percentile(lag_s, 99), "lag_ops_max": max(lag_ops, default=None),
+        "lag_ops_p50": percentile(lag_ops, 50), "lag_ops_p99": percentile(lag_ops, 99),
+    }
+    lag_bad = sum(v.what == "reader lag" for v in violations)
+    valid = writer_stale <= max_writer_stale and lag_bad == 0
+    summary = (f"{writer_stale} stale of {writer_reads} writer reads (allowed {max_writer_stale}); "
+               f"{reader_stale} of {len(lag_s)} replica reads behind, max lag "
+               f"{_fmt(numbers['lag_s_max'])}s (limit {_fmt(max_reader_lag)}s), {lag_bad} over the limit")
+    return CheckResult(name, valid, summary, violations if not valid else [], numbers)
+
+
+def _missed(acked: list[Operation], n: int, rd: Operation, model: str, index: dict[Any, int],
+            sorted_vals: list[Any], added: int) -> list[Operation]:
+    """Acknowledged writes among the first ``n`` (acked before ``rd`` was invoked) that ``rd`` missed,
+    oldest first."""
+    if n == 0:
+        return []
+    if model == "set":
+        seen = read_values(rd.value)
+        covered = sum(1 for v in seen if index.get(v, n) < n)
+        if covered == n:
+            return []
+        return [op for op in acked[:n] if _written(op) not in seen]
+    for op in acked[added:n]:
+        bisect.insort(sorted_vals, op.invoke_value)
+    newest = rd.value
+    if newest is not None and bisect.bisect_right(sorted_vals, newest) == len(sorted_vals):
+        return []
+    return [op for op in acked[:n] if newest is None or op.invoke_value > newest]
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+# -- split brain ------------------------------------------------------------------------------------
+def split_brain(history: History, fences: Iterable[Any] | None = None, *, write: str | Iterable[str] = "write",
+                grace: float = 0.0, max_writes: int = 0) -> CheckResult:
+    """No write may be acknowledged by a fenced node after its fence time (+ ``grace`` s). Fences come
+    from ``fences`` (Fence / dicts) or from history markers ``history.event("fence", node=...)``."""
+    name = "split-brain"
+    fence_list = [Fence.of(f) for f in (fences if fences is not None else history.markers("fence"))]
+    if not fence_list:
+        return _skip(name, "no fence events (pass fences= or record history.event('fence', node=...))")
+    first_fence: dict[str, Fence] = {}
+    for fence in sorted(fence_list, key=lambda f: f.time):
+        first_fence.setdefault(fence.node, fence)
+    violations = []
+    for op in history.operations(_fs(write)):
+        found = first_fence.get(op.node or "")
+        if found is None:
+            continue
+        fence = found
+        if op.ok and op.complete_time is not None and op.complete_time > fence.time + grace:
+            late = op.complete_time - fence.time
+            violations.append(Violation("split-brain write", f"acknowledged by {fence.node} {late:.3f}s after it "
+                                        f"was fenced ({fence.name})", op))
+    valid = len(violations) <= max_writes
+    summary = (f"{len(violations)} writes acknowledged by fenced nodes after their fence (allowed {max_writes}); "
+               f"fenced: {', '.join(sorted(first_fence))}")
+    return CheckResult(name, valid, summary, violations if not valid else [],
+                       {"fences": len(fence_list), "late_writes": len(violations)})
+
+
+# -- recovery time ----------------------------------------------------------------------------------
+def _first_ok(ops: Sequence[Operation], since: float) -> Operation | None:
+    done = [op for op in ops if op.ok and op.invoke_time >= since and op.complete_time is not None]
+    return min(done, key=lambda op: op.complete_time or 0.0, default=None)
+
+
+def recovery(history: History, faults: Iterable[Any], *, write: str | Iterable[str] = "write",
+             read: str | Iterable[str] = "read", max_rto: float | None = None) -> CheckResult:
+    """RTO per fault window: fault start -> completion of the first ok write invoked at or after it
+    (and the same for reads). ``after_heal_s`` is how long after the window closed that took."""
+    name = "recovery"
+    wins = windows(faults)
+    if not wins:
+        return _skip(name, "no fault windows")
+    writes, reads = history.operations(_fs(write)), history.operations(_fs(read))
+    per: list[dict[str, Any]] = []
+    violations: list[Violation] = []
+    rtos: list[float] = []
+    for w in wins:
+        fw, fr = _first_ok(writes, w.start), _first_ok(reads, w.start)
+        rto_w = None if fw is None else (fw.complete_time or 0.0) - w.start
+        rto_r = None if fr is None else (fr.complete_time or 0.0) - w.start
+        after = None if rto_w is None or w.end is None else max(0.0, w.start + rto_w - w.end)
+        errors = [op for op in writes if op.invoke_time >= w.start and not op.ok
+                  and (fw is None or op.invoke_time < fw.invoke_time)]
+        per.append({"fault": w.name, "kind": w.kind, "start": w.start - history.t0,
+                    "duration": None if w.end is None else w.end - w.start, "rto_write_s": rto_w,
+                    "rto_read_s": rto_r, "after_heal_s": after, "errors_before_recovery": len(errors)})
+        if rto_w is None:
+            violations.append(Violation("no recovery", f"no successful write after {w.label(history.t0)}"))
+        else:
+            rtos.append(rto_w)
+            if max_rto is not None and rto_w > max_rto:
+                violations.append(Violation("slow recovery", f"first successful write {rto_w:.3f}s after the start "
+                                            f"of {w.label(history.t0)} (limit {max_rto:g}s)", fw))
+    numbers: dict[str, Any] = {"windows": per, "rto_write_s_max": max(rtos, default=None),
+               "rto_read_s_max": max((p["rto_read_s"] for p in per if p["rto_read_s"] is not None), default=None)}
+    valid = not violations
+    summary = (f"max RTO {_fmt(numbers['rto_write_s_max'])}s over {len(wins)} fault window(s) "
+               f"(limit {_fmt(max_rto)}s)" + ("" if valid else f", {len(violations)} violation(s)"))
+    return CheckResult(name, valid, summary, violations, numbers)
+
+
+# -- data loss window -------------------------------------------------------------------------------
+def data_loss(history: History, faults: Iterable[Any], *, write: str | Iterable[str] = "write",
+              final_read: str = "final-read", read: str | Iterable[str] = "read", max_lost: int = 0,
+              max_rpo: float | None = None) -> CheckResult:
+    """RPO: per fault window, the span from the first lost acknowledged write to the fault start (0 when
+    every lost write was acked after the start), and how many were lost. A lost write belongs to the
+    first window not closed before its ack."""
+    name = "data-loss"
+    wins = windows(faults)
+    if not wins:
+        return _skip(name, "no fault windows")
+    loss = _loss(history, write, final_read, read)
+    if not loss.final:
+        return _skip(name, f"no successful final read (f={final_read!r})")
+    per: list[dict[str, Any]] = []
+    owned: dict[int, list[Operation]] = {i: [] for i in range(len(wins))}
+    unowned: list[Operation] = []
+    for op in loss.lost:
+        ack = op.complete_time or 0.0
+        i = next((i for i, w in enumerate(wins) if w.end is None or w.end >= ack), None)
+        (unowned if i is None else owned[i]).append(op)
+    violations, rpos = [], []
+    for i, w in enumerate(wins):
+        ops = owned[i]
+        first = min(((op.complete_time or 0.0) for op in ops), default=None)
+        rpo = None if first is None else max(0.0, w.start - first)
+        if rpo is not None:
+            rpos.append(rpo)
+        per.append({"fault": w.name, "lost": len(ops), "rpo_s": rpo,
+                    "first_lost_t": None if first is None else first - history.t0})
+        if max_rpo is not None and rpo is not None and rpo > max_rpo:
+            violations.append(Violation("data loss window", f"writes acknowledged up to {rpo:.3f}s before the "
+                                        f"start of {w.label(history.t0)} were lost (limit {max_rpo:g}s)",
+                                        min(ops, key=lambda op: op.complete_time or 0.0)))
+    lost_n = len(loss.lost)
+    if lost_n > max_lost:
+        violations += [Violation("lost write", "acknowledged write missing from the final read", op)
+                       for op in loss.lost]
+    numbers: dict[str, Any] = {"lost": lost_n, "rpo_s": max(rpos, default=0.0 if not lost_n else None), "windows": per,
+               "lost_outside_windows": len(unowned)}
+    valid = not violations
+    summary = (f"{lost_n} acknowledged writes lost (allowed {max_lost}), RPO {_fmt(numbers['rpo_s'])}s "
+               f"(limit {_fmt(max_rpo)}s)")
+    return CheckResult(name, valid, summary, violations, numbers)
+
+
+# -- availability -----------------------------------------------------------------------------------
+def _share(ops: Sequence[Operation]) -> float | None:
+    return None if not ops else sum(op.ok for op in ops) / len(ops)
+
+
+def availability(history: History, faults: Iterable[Any] | None = None, *, f: str | Iterable[str] | None = None,
+                 window: tuple[float, float] | None = None, min_availability: float | None = None) -> CheckResult:
+    """Share of ok ops among those invoked in each fault window (or in ``window``, monotonic (start, end));
+    ``min_availability`` (0..1) applies to each. Pending ops count as not ok."""
+    name = "availability"
+    ops = history.operations(None if f is None else _fs(f))
+    wins = [Window("window", *window)] if window is not None else windows(faults)
+    overall = _share(ops)
+    per: list[dict[str, Any]] = []
+    violations: list[Violation] = []
+    for w in wins:
+        end = w.end if w.end is not None else float("inf")
+        inside = [op for op in ops if w.start <= op.invoke_time <= end]
+        share = _share(inside)
+        per.append({"fault": w.name, "ops": len(inside), "ok": sum(op.ok for op in inside), "availability": share})
+        if min_availability is not None and share is not None and share < min_availability:
+            bad = [op for op in inside if not op.ok]
+            violations.append(Violation("low availability", f"{share:.1%} of {len(inside)} ops ok during "
+                                        f"{w.label(history.t0)} (minimum {min_availability:.1%}); first failure "
+                                        "shown", bad[0] if bad else None))
+    if not wins and min_availability is not None and overall is not None and overall < min_availability:
+        violations.append(Violation("low availability", f"{overall:.1%} of {len(ops)} ops ok (minimum "
+                                    f"{min_availability:.1%})"))
+    lows = [p["availability"] for p in per if p["availability"] is not None]
+    numbers = {"overall": overall, "ops": len(ops), "min_window": min(lows, default=None), "windows": per}
+    valid = not violations
+    summary = (f"{'-' if overall is None else f'{overall:.1%}'} of {len(ops)} ops ok overall, lowest during a "
+               f"fault {'-' if not lows else f'{min(lows):.1%}'} (minimum "
+               f"{'-' if min_availability is None else f'{min_availability:.1%}'})")
+    return CheckResult(name, valid, summary, violations, numbers)
+
+
+# -- all together -----------------------------------------------------------------------------------
+def _limit(thresholds: Any, name: str, default: Any) -> Any:
+    if thresholds is None:
+        return default
+    value = thresholds.get(name, default) if isinstance(thresholds, Mapping) else getattr(thresholds, name, default)
+    return default if value is None and default is not None else value
+
+
+def check_all(history: History, *, faults: Iterable[Any] | None = None, fences: Iterable[Any] | None = None,
+              writer: WriterSpec = None, thresholds: Any = None, checks: Iterable[str] | None = None,
+              write: str | Iterable[str] = "write", read: str | Iterable[str] = "read",
+              final_read: str = "final-read", model: str = "set") -> Verdict:
+    """Run every checker that applies (or exactly ``checks``) with limits from ``thresholds`` (a
+    ``Thresholds`` or a mapping of its field names). A checker named in ``checks`` that cannot apply fails."""
+    wanted = list(CHECKS if checks is None else checks)
+    unknown = [c for c in wanted if c not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown check(s) {unknown}; known: {', '.join(CHECKS)}")
+    fault_list = list(faults or ())
+    t = thresholds
+    runners: dict[str, Callable[[], CheckResult]] = {
+        "lost-writes": lambda: lost_writes(history, write=write, final_read=final_read, read=read,
+                                           max_lost=_limit(t, "max_lost_writes", 0)),
+        "stale-reads": lambda: stale_reads(history, writer=writer, write=write, read=read, model=model,
+                                           max_writer_stale=_limit(t, "max_stale_writer_reads", 0),
+                                           max_reader_lag=_limit(t, "max_reader_lag", None),
+                                           max_reader_lag_ops=_limit(t, "max_reader_lag_ops", None)),
+        "split-brain": lambda: split_brain(history, fences, write=write,
+                                           max_writes=_limit(t, "max_split_brain_writes", 0)),
+        "recovery": lambda: recovery(history, fault_list, write=write, read=read, max_rto=_limit(t, "max_rto", None)),
+        "data-loss": lambda: data_loss(history, fault_list, write=write, final_read=final_read, read=read,
+                                       max_lost=_limit(t, "max_lost_writes", 0), max_rpo=_limit(t, "max_rpo", None)),
+        "availability": lambda: availability(history, fault_list,
+                                             min_availability=_limit(t, "min_availability", None)),
+    }
+    has_final = bool(_final_reads(history, final_read, []))
+    results = []
+    for check in wanted:
+        if checks is None and check in ("lost-writes", "data-loss") and not has_final:
+            results.append(_skip(check, f"no final read (record one with f={final_read!r})"))
+            continue
+        result = runners[check]()
+        if checks is not None and result.skipped is not None:
+            result = CheckResult(check, False, f"was asked for but cannot run: {result.skipped}")
+        results.append(result)
+    verdict = Verdict(results)
+    logger.info("check_all: %s", "valid" if verdict.valid else verdict.message())
+    return verdict
