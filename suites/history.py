@@ -5,6 +5,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -54,6 +55,8 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     return repr(value)
 
 
@@ -378,7 +381,7 @@ class History:
     def series(self, bucket: float = 1.0, *, f: str | Iterable[str] | None = None, start: float | None = None,
                end: float | None = None) -> Series:
         """Per-bucket counts (by completion time) for plots: throughput, p50/p99 latency, fail and info.
-        ``start`` / ``end`` are seconds relative to ``t0``."""
+        ``start`` / ``end`` are seconds relative to ``t0`` (``end`` exclusive)."""
         if bucket <= 0:
             raise ValueError(f"bucket must be > 0 seconds, got {bucket!r}")
         done = [op for op in self.operations(f) if op.complete_time is not None]
@@ -386,7 +389,8 @@ class History:
         lo = start if start is not None else min((r for _, r in rel), default=0.0)
         lo = math.floor(lo / bucket) * bucket
         hi = end if end is not None else max((r for _, r in rel), default=lo)
-        n = max(1, math.ceil((hi - lo) / bucket + 1e-9))
+        # An explicit end is exclusive; the last completion itself must land in a bucket.
+        n = max(1, math.ceil((hi - lo) / bucket - 1e-9) if end is not None else int((hi - lo) // bucket) + 1)
         ok, fail, info = [0] * n, [0] * n, [0] * n
         lat: list[list[float]] = [[] for _ in range(n)]
         for op, r in rel:
