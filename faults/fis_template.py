@@ -152,7 +152,7 @@ def load_template(source: str | Path | Mapping[str, Any], specs: Mapping[str, Ac
         obj: Any = source
     else:
         text = str(source)
-        path = Path(text) if isinstance(source, Path) or not text.lstrip().startswith("{") else None
+        path = Path(text) if isinstance(source, Path) or not text.lstrip().startswith(("{", "[")) else None
         if path is not None:
             label = f"template {path}"
             try:
