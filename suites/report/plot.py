@@ -28,7 +28,9 @@ def auto_bucket(span: float) -> float:
     return 60.0
 
 
-def _fault_spans(faults: Sequence[Mapping[str, Any]], t0: float, end: float) -> list[tuple[float, float, str]]:
+def _fault_spans(faults: Sequence[Mapping[str, Any]], t0: float,
+                 end: float) -> list[tuple[float, float, str, bool]]:
+    """(start, end, label, is_pause) per window, seconds from t0; an open window runs to ``end``."""
     spans = []
     for f in faults:
         start = f.get("start_mono")
@@ -38,7 +40,8 @@ def _fault_spans(faults: Sequence[Mapping[str, Any]], t0: float, end: float) -> 
         label = str(f.get("name") or f.get("kind") or "fault")
         if f.get("target"):
             label += f" ({f['target']})"
-        spans.append((float(start) - t0, (float(stop) if stop is not None else end + t0) - t0, label))
+        spans.append((float(start) - t0, (float(stop) if stop is not None else end + t0) - t0, label,
+                      f.get("kind") == "wait"))
     return spans
 
 
@@ -65,7 +68,13 @@ def timeline_figure(history: History, faults: Sequence[Mapping[str, Any]] = (), 
     ax_lat.plot(mids, p99, marker=".", color="#ff7f0e", label="p99")
     ax_lat.set_ylabel("latency (ms)")
     if any(not math.isnan(v) and v > 0 for v in p99):
+        from matplotlib.ticker import FuncFormatter, LogLocator
+
+        # Log scale: a timeout of seconds and a 0.3 ms round trip must both be readable.
         ax_lat.set_yscale("log")
+        ax_lat.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax_lat.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax_lat.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
     ax_lat.legend(loc="upper right", fontsize=8)
     ax_err.bar(series.t, series.fail, width=bucket, align="edge", color="#d62728", label="fail")
     ax_err.bar(series.t, series.info, width=bucket, align="edge", bottom=series.fail, color="#bcbd22",
@@ -73,11 +82,13 @@ def timeline_figure(history: History, faults: Sequence[Mapping[str, Any]] = (), 
     ax_err.set_ylabel(f"errors\n(per {bucket:g}s)")
     ax_err.legend(loc="upper right", fontsize=8)
     ax_err.set_xlabel("seconds since the drill started")
-    for i, (start, stop, label) in enumerate(_fault_spans(faults, t0, span)):
-        colour = FAULT_COLOURS[i % len(FAULT_COLOURS)]
+    for i, (start, stop, label, pause) in enumerate(_fault_spans(faults, t0, span)):
+        colour = "#7f7f7f" if pause else FAULT_COLOURS[i % len(FAULT_COLOURS)]
         for ax in (ax_tp, ax_lat, ax_err):
             if stop - start < bucket / 10:
                 ax.axvline(start, color=colour, linestyle="--", linewidth=1.2)
+            elif pause:  # a planned wait (aws:fis:wait), not a fault: outline only
+                ax.axvspan(start, stop, facecolor="none", edgecolor=colour, hatch="//", alpha=0.3, linewidth=0)
             else:
                 ax.axvspan(start, stop, color=colour, alpha=0.15, linewidth=0)
         ax_tp.annotate(label, xy=(start, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2 - 11 * (i % 3)),
