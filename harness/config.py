@@ -33,6 +33,14 @@ def _url(text: str) -> str:
     return f"{parts.scheme}://{parts.hostname}:{parts.port}"
 
 
+def _assignments(text: str) -> str:
+    """``name=value`` items (comma, semicolon or newline separated); values are typed by the drill."""
+    for item in (i.strip() for i in text.replace(";", ",").replace("\n", ",").split(",")):
+        if item and not item.startswith("#") and ("=" not in item or not item.split("=", 1)[0].strip()):
+            raise ValueError(f"expected name=value items such as max_rto=30s,max_lost_writes=0, got {item!r}")
+    return text.strip()
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -88,6 +96,7 @@ class Settings:
     aws_allow_tag: str = "dbdrill:allow=true"
     dry_run: bool = False
     report_dir: Path = field(default_factory=lambda: Path("dbdrill-reports"))
+    thresholds: str | None = None
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -114,6 +123,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("aws-allow-tag", "tag KEY=VALUE every real resource must carry to be faulted", str, "KEY=VALUE"),
     Option("dry-run", "with target aws: print the plan, change nothing", _bool, "BOOL"),
     Option("report-dir", "directory for drill journals and reports", Path, "DIR"),
+    Option("thresholds", "drill pass/fail limits overriding each drill's defaults, e.g. "
+           "max_rto=30s,max_lost_writes=0,min_availability=0.99", _assignments, "NAME=VALUE,..."),
 )
 
 _BY_DEST = {o.dest: o for o in OPTIONS}
