@@ -94,8 +94,6 @@ def _split(text: str) -> dict[str, str]:
         if not item or item.startswith("#"):
             continue
         name, sep, value = item.partition("=")
-        if not sep:
-            name, sep, value = item.partition(":")
         if not sep or not name.strip():
             raise ThresholdError(f"threshold item {item!r} must look like name=value (e.g. max_rto=30s)")
         out[name.strip()] = value.strip()

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from evidence_kit import Script
 
+from harness.config import load_settings
 from harness.errors import ConfigError
 from suites.checkers import check_all
 from suites.thresholds import (
@@ -84,3 +85,22 @@ def test_check_all_applies_threshold_values(script: Script) -> None:
     script.final({1}, at=1.0)
     assert not check_all(script.h, thresholds=Thresholds()).valid
     assert check_all(script.h, thresholds=Thresholds.parse("max_lost_writes=1")).valid
+
+
+def test_thresholds_from_settings_sources(pytester: pytest.Pytester) -> None:
+    assert load_settings(env={"DBDRILL_THRESHOLDS": "max_rto=5s; min_availability=90%"}).thresholds == (
+        "max_rto=5s; min_availability=90%")
+    pytester.makepyfile(test_limits="""
+        from suites.thresholds import thresholds_for
+
+        def test_limits(dbdrill_settings):
+            t = thresholds_for("rds-cluster-failover", dbdrill_settings.thresholds, {"max_lost_writes": 1})
+            assert (t.max_rto, t.min_availability, t.max_lost_writes) == (5.0, 0.9, 1)
+    """)
+    pytester.makeini("[pytest]\ndbdrill_thresholds = max_rto=5s, min_availability=0.9\n")
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    result = pytester.runpytest("--dbdrill-thresholds=fast")
+    assert "bad value for --dbdrill-thresholds: expected name=value items" in result.stderr.str()
+    result = pytester.runpytest("--dbdrill-thresholds=max_rto=fast")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*threshold max_rto (rds-cluster-failover) expects seconds*got 'fast' (str)*"])
