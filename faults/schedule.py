@@ -219,6 +219,8 @@ class Nemesis:
                 raise FaultError(f"factory of step {step.label()} returned {fault!r}, not a Fault")
             with self._lock:
                 ran.fault = fault
+                if step.name is None and not isinstance(step.fault, Fault):
+                    ran.name = fault.name  # a factory's product names the step better than the factory
             fault.start()
         except Exception as exc:
             logger.error("%s: step %s failed to start: %s", self.name, ran.name, exc)
