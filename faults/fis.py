@@ -27,8 +27,21 @@ from faults.fis_template import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ActionContext", "ActionSpec", "ExperimentRecord", "ExperimentRunner", "FisTemplateError", "Registry",
-           "Template", "WaitFault", "default_registry", "load_template", "register_action", "run_experiment"]
+__all__ = [
+    "ActionContext",
+    "ActionSpec",
+    "ExperimentRecord",
+    "ExperimentRunner",
+    "FisTemplateError",
+    "Registry",
+    "Template",
+    "WaitFault",
+    "cloudwatch_alarm_state",
+    "default_registry",
+    "load_template",
+    "register_action",
+    "run_experiment",
+]
 
 AlarmState = Callable[[str], str]           # alarm ARN -> "OK" | "ALARM" | "INSUFFICIENT_DATA"
 Resolver = Callable[[Target], list[str]]    # a target by tags / filters / parameters -> resource ARNs
@@ -362,6 +375,25 @@ class ExperimentRunner:
             rec.state, rec.reason = "completed", "all actions completed"
         rec.end, rec.end_mono = time.time(), time.monotonic()
         logger.info("FIS experiment %s %s: %s", rec.id, rec.state, rec.reason)
+
+
+def cloudwatch_alarm_state(clients: Any) -> AlarmState:
+    """An ``alarm_state`` reading CloudWatch: ``clients`` is a boto3 CloudWatch client, or a callable
+    region -> client (alarm ARNs carry their region). A missing alarm raises, which fails the
+    experiment before or while it runs (the safe side)."""
+
+    def state(arn: str) -> str:
+        parts = arn.split(":")
+        if len(parts) < 7 or parts[5] != "alarm":
+            raise FaultError(f"not a CloudWatch alarm ARN: {arn!r}")
+        client = clients if hasattr(clients, "describe_alarms") else clients(parts[3])
+        name = ":".join(parts[6:])
+        alarms = client.describe_alarms(AlarmNames=[name]).get("MetricAlarms", [])
+        if not alarms:
+            raise FaultError(f"stop condition alarm {name} does not exist in {parts[3]} (account {parts[4]})")
+        return str(alarms[0]["StateValue"])
+
+    return state
 
 
 def run_experiment(template: Template | str | Path | Mapping[str, Any], **options: Any) -> ExperimentRecord:

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from faults.base import Fault, Timeline, active_faults, recording
-from faults.fis import ActionContext, ExperimentRunner, FisTemplateError, Registry, default_registry, run_experiment
+from faults.fis import (
+    ActionContext,
+    ExperimentRunner,
+    FisTemplateError,
+    Registry,
+    cloudwatch_alarm_state,
+    default_registry,
+    run_experiment,
+)
 from harness.wait import wait_until
 
 ROLE = "arn:aws:iam::123456789012:role/fis"
@@ -205,3 +213,35 @@ def test_stop_from_another_thread_timeout_and_single_use(reg: Registry) -> None:
     assert slow.state == "failed" and slow.reason == "timed out after 0.2s" and active_faults() == []
     with pytest.raises(Exception, match="time_scale must be a positive number"):
         ExperimentRunner(tpl({"cut": CUT}), registry=reg, time_scale=0)
+
+
+def test_cloudwatch_alarm_stop_condition_with_moto(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+    from moto import mock_aws
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        cw = boto3.client("cloudwatch", region_name="us-east-1")
+        cw.put_metric_alarm(AlarmName="p99", MetricName="Latency", Namespace="drill", Statistic="Average",
+                            Period=60, EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold")
+        arn = cw.describe_alarms(AlarmNames=["p99"])["MetricAlarms"][0]["AlarmArn"]
+        assert arn == ALARM
+        cw.set_alarm_state(AlarmName="p99", StateValue="OK", StateReason="drill starts")
+        template = tpl({"cut": {**CUT, "parameters": {"duration": "PT1H"}}},
+                       stop=[{"source": "aws:cloudwatch:alarm", "value": arn}])
+        runner = ExperimentRunner(template, registry=reg, poll_interval=0.01,
+                                  alarm_state=cloudwatch_alarm_state(lambda region: boto3.client(
+                                      "cloudwatch", region_name=region)))
+        t = threading.Thread(target=runner.run)
+        t.start()
+        made = reg.made  # type: ignore[attr-defined]
+        wait_until(lambda: "cut" in made and made["cut"].on.is_set(), 10, what="cut injected")
+        cw.set_alarm_state(AlarmName="p99", StateValue="ALARM", StateReason="p99 over 1 s")
+        t.join(10)
+        assert runner.record.state == "stopped" and runner.record.reason == f"stop condition {arn} is in ALARM"
+        assert not made["cut"].on.is_set()
+        missing = run_experiment(tpl({"cut": CUT}, stop=[{"source": "aws:cloudwatch:alarm", "value": arn + "x"}]),
+                                 registry=reg, alarm_state=cloudwatch_alarm_state(cw))
+        assert missing.state == "failed" and "alarm p99x does not exist in us-east-1" in missing.reason

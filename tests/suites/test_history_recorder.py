@@ -188,6 +188,7 @@ def test_json_lines_round_trip(tmp_path: Path) -> None:
     assert json.loads(lines[0]) == {"history": {"name": "rt", "t0": h.t0}}
     back = History.load(path)
     assert back.name == "rt" and back.t0 == h.t0
+    assert back.counts() == h.counts() == {"ok": 2, "fail": 0, "info": 1, "pending": 1, "total": 4}
     assert [o.to_dict() for o in back.operations()] == [
         {**o.to_dict(), "value": jsonable(o.value)} for o in h.operations()]
     assert back.operations()[1].value == [1, 2]
