@@ -195,9 +195,10 @@ def stale_reads(history: History, *, writer: WriterSpec = None, write: str | Ite
     }
     lag_bad = sum(v.what == "reader lag" for v in violations)
     valid = writer_stale <= max_writer_stale and lag_bad == 0
-    summary = (f"{writer_stale} stale of {writer_reads} writer reads (allowed {max_writer_stale}); "
-               f"{reader_stale} of {len(lag_s)} replica reads behind, max lag "
-               f"{_fmt(numbers['lag_s_max'])}s (limit {_fmt(max_reader_lag)}s), {lag_bad} over the limit")
+    replicas = "no replica reads" if not lag_s else (
+        f"{reader_stale} of {len(lag_s)} replica reads behind, max lag {_fmt(numbers['lag_s_max'])}s "
+        f"(limit {'none' if max_reader_lag is None else f'{max_reader_lag:g}s'}), {lag_bad} over the limit")
+    summary = f"{writer_stale} stale of {writer_reads} writer reads (allowed {max_writer_stale}); {replicas}"
     return CheckResult(name, valid, summary, violations if not valid else [], numbers)
 
 
