@@ -1,0 +1,1 @@
+"""DynamoDB behaviours moto lacks: capacity, TTL expiry, stream handlers and global-table replication."""
