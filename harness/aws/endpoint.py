@@ -49,6 +49,11 @@ def current_endpoint() -> AwsEndpoint:
     return _current
 
 
+def running_endpoint() -> AwsEndpoint | None:
+    """The running endpoint, or None."""
+    return _current
+
+
 def env_unset(environ: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
     """Names to remove from ``environ`` (default os.environ) before applying ``env()``."""
     environ = os.environ if environ is None else environ

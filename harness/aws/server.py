@@ -130,6 +130,7 @@ class HttpServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.address: tuple[str, int] = (host, port)
+        self.accepted = 0
 
     @property
     def url(self) -> str:
@@ -187,6 +188,7 @@ class HttpServer:
             except OSError:
                 return
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.accepted += 1
             thread = threading.Thread(target=self._serve, args=(conn,), name=f"{self.name}-conn", daemon=True)
             with self._lock:
                 self._conns[conn] = thread
@@ -227,7 +229,7 @@ class HttpServer:
                     request = self._read_request(line, rfile, conn, client, server)
                 except _BadRequest as exc:
                     self._send(conn, HttpResponse(400, [("Content-Type", "text/plain")], str(exc).encode()),
-                               "HEAD", keep_alive=False)
+                               "GET", keep_alive=False)
                     return False
                 keep_alive = self._keep_alive(request)
                 try:
