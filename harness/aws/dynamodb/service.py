@@ -42,6 +42,7 @@ class DynamoDBBehaviours:
                  replication_lag: float = 0.0, known_regions: tuple[str, ...] = ()) -> None:
         self.endpoint = endpoint
         self.known_regions = known_regions
+        self.capacity_default = capacity
         self.capacity = CapacityModel(endpoint.clock, enabled=capacity)
         self.accounting = Accounting(self.capacity)
         self.streams = StreamMappings(endpoint)
@@ -65,6 +66,7 @@ class DynamoDBBehaviours:
     def reset(self) -> None:
         self.streams.reset()
         self.capacity.reset()
+        self.capacity.enabled = self.capacity_default
         self.ttl.reset()
         self.global_tables.reset()
 
