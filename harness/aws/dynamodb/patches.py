@@ -16,7 +16,8 @@ from harness.aws.dynamodb.items import Footprint, footprint, item_size, moto_att
 
 logger = logging.getLogger(__name__)
 
-TTL_IDENTITY = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
+# As the DynamoDB Streams API spells it; Lambda events use "type" / "principalId".
+TTL_IDENTITY = {"PrincipalId": "dynamodb.amazonaws.com", "Type": "Service"}
 
 
 @dataclass

@@ -58,6 +58,9 @@ def _wire(record: dict[str, Any]) -> dict[str, Any]:
     from moto.dynamodb.models.utilities import dynamo_json_dump
 
     out: dict[str, Any] = json.loads(dynamo_json_dump(record))
+    identity = out.get("userIdentity")
+    if identity:  # GetRecords says Type/PrincipalId, Lambda events type/principalId
+        out["userIdentity"] = {"type": identity.get("Type"), "principalId": identity.get("PrincipalId")}
     return out
 
 

@@ -33,7 +33,7 @@ class TtlSweeper:
                  owner: Callable[[Any], bool] | None = None) -> None:
         self.clock = clock
         self.lock = lock
-        self.delay = delay
+        self.delay = self.default_delay = delay
         self.interval = interval
         self.owner = owner
         self.deleted = 0
@@ -61,6 +61,7 @@ class TtlSweeper:
     def reset(self) -> None:
         self._updates.clear()
         self.deleted = 0
+        self.delay = self.default_delay
 
     def _on_advance(self, now: float) -> None:
         self.sweep()
