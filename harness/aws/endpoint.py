@@ -38,20 +38,22 @@ ENV_UNSET = (
     "AWS_USE_DUALSTACK_ENDPOINT", "AWS_CA_BUNDLE",
 )
 
-_current: AwsEndpoint | None = None
+# Endpoints running in this process, newest last (a pytester run inside a test starts a second one).
+_running: list[AwsEndpoint] = []
 
 
 def current_endpoint() -> AwsEndpoint:
     """The running endpoint (the default for faults); HarnessError if none runs."""
-    if _current is None:
+    endpoint = running_endpoint()
+    if endpoint is None:
         raise HarnessError("no emulated AWS endpoint is running: use the `aws` fixture (or Stack().aws) first, "
                            "or pass endpoint= explicitly")
-    return _current
+    return endpoint
 
 
 def running_endpoint() -> AwsEndpoint | None:
-    """The running endpoint, or None."""
-    return _current
+    """The newest running endpoint, or None."""
+    return _running[-1] if _running else None
 
 
 def env_unset(environ: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
@@ -80,7 +82,6 @@ class AwsEndpoint:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> AwsEndpoint:
-        global _current
         if not self.regions:
             raise HarnessError("no AWS regions configured: set --dbdrill-regions (e.g. us-east-1,eu-west-1)")
         t0 = time.perf_counter()
@@ -110,15 +111,14 @@ class AwsEndpoint:
             self.stop()
             raise
         self.started_in = time.perf_counter() - t0
-        _current = self
+        _running.append(self)
         logger.info("AWS endpoint on %s, regions %s, started in %.0f ms", self.url,
                     ", ".join(f"{r}={a}" for r, a in self._proxies.items()), self.started_in * 1000)
         return self
 
     def stop(self) -> None:
-        global _current
-        if _current is self:
-            _current = None
+        if self in _running:
+            _running.remove(self)
         for region in list(self._proxies):
             with contextlib.suppress(Exception):
                 self.stack.toxiproxy.delete_proxy(f"aws-{region}")
