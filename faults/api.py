@@ -147,3 +147,29 @@ def api_latency(service: str, ms: float, operations: Names = None, regions: Name
     """Delay matching requests by ``ms`` (+- ``jitter_ms``) before the service answers."""
     return ApiLatencyFault(service, "latency", operations=operations, regions=regions, latency=ms / 1000.0,
                     jitter=jitter_ms / 1000.0, probability=probability, endpoint=endpoint, seed=seed)
+
+
+def _fis_handler(kind: str) -> Any:
+    factories = {"internal": internal_error, "throttle": throttle, "unavailable": unavailable}
+
+    def handler(params: dict[str, str], targets: dict[str, list[str]], ctx: Any) -> ApiFault:
+        try:
+            percentage = float(params.get("percentage", "100"))
+        except ValueError as exc:
+            raise FaultError(f"percentage must be a number 0..100, got {params.get('percentage')!r}") from exc
+        ops = [o.strip() for o in params.get("operations", "").split(",") if o.strip() and o.strip() != "all"]
+        fault: ApiFault = factories[kind](params.get("service", ""), ops or None, probability=percentage / 100,
+                                          endpoint=ctx.extra.get("endpoint") if ctx is not None else None)
+        return fault
+
+    return handler
+
+
+def register_fis_actions(registry: Any = None) -> None:
+    """Handle aws:fis:inject-api-{internal,throttle,unavailable}-error in an FIS runner registry (default: the
+    global one). The endpoint comes from the runner's ``extra={"endpoint": ...}`` or the running one."""
+    from faults.fis import default_registry
+
+    reg = registry or default_registry
+    for kind in ("internal", "throttle", "unavailable"):
+        reg.register(f"aws:fis:inject-api-{kind}-error", _fis_handler(kind), replace=True)

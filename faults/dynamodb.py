@@ -63,3 +63,28 @@ class PauseReplication(Fault):
 def pause_replication(table: str, regions: Iterable[str] | str | None = None, *,
                       endpoint: AwsEndpoint | None = None) -> PauseReplication:
     return PauseReplication(table, regions, endpoint=endpoint)
+
+
+def _fis_pause(params: dict[str, str], targets: dict[str, list[str]], ctx: Any) -> Fault:
+    from faults.base import Composite
+
+    endpoint = ctx.extra.get("endpoint") if ctx is not None else None
+    parts: list[Fault] = []
+    for arn in [a for arns in targets.values() for a in arns]:
+        # arn:aws:dynamodb:REGION:ACCOUNT:table/NAME
+        fields = arn.split(":")
+        if len(fields) < 6 or not fields[5].startswith("table/"):
+            raise FaultError(f"not a DynamoDB table ARN: {arn!r}")
+        parts.append(PauseReplication(fields[5].split("/")[1], [fields[3]], endpoint=endpoint))
+    if not parts:
+        raise FaultError("aws:dynamodb:global-table-pause-replication needs at least one target table")
+    return parts[0] if len(parts) == 1 else Composite(parts, name="global-table-pause-replication")
+
+
+def register_fis_actions(registry: Any = None) -> None:
+    """Handle aws:dynamodb:global-table-pause-replication in an FIS runner registry (default: the global one):
+    replication to and from each targeted replica pauses for the action's duration."""
+    from faults.fis import default_registry
+
+    (registry or default_registry).register("aws:dynamodb:global-table-pause-replication", _fis_pause,
+                                            replace=True)
