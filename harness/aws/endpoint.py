@@ -119,6 +119,8 @@ class AwsEndpoint:
     def stop(self) -> None:
         if self in _running:
             _running.remove(self)
+            if _running:  # stream records take their time from the endpoint still running
+                patches.set_clock(_running[-1].clock.time)
         for region in list(self._proxies):
             with contextlib.suppress(Exception):
                 self.stack.toxiproxy.delete_proxy(f"aws-{region}")

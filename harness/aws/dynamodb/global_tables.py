@@ -241,6 +241,8 @@ class GlobalTables:
     def replicate(self) -> int:
         """Ship every due record to the replicas it can reach now; returns how many were applied."""
         applied = 0
+        if not self._groups:
+            return 0
         now = self.endpoint.clock.time()
         with self.endpoint.lock:
             for group in list(self._groups.values()):
