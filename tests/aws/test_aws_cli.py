@@ -1,0 +1,125 @@
+"""`dbdrill up` as a real subprocess: prints exports a client can use, `dbdrill fault` injects and heals
+through its control endpoint, SIGTERM stops everything and frees the ports."""
+from __future__ import annotations
+
+import os
+import queue
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+CLI = [sys.executable, "-c", "from harness.cli import main; main()"]
+APP = """
+import boto3, sys
+from botocore.config import Config
+client = boto3.client("dynamodb", config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5),
+                      **({"endpoint_url": sys.argv[2]} if len(sys.argv) > 2 else {}))
+try:
+    if sys.argv[1] == "create":
+        client.create_table(TableName="app", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                            BillingMode="PAY_PER_REQUEST")
+    print("TABLES", client.list_tables()["TableNames"])
+except Exception as exc:
+    print("ERROR", type(exc).__name__, getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+"""
+
+
+def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DBDRILL_"))}
+    return {**keep, **extra}
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    stderr = (tmp_path / "up.err").open("w")
+    proc = subprocess.Popen([*CLI, "up", "--regions", "us-east-1,eu-west-1"], stdout=subprocess.PIPE,
+                            stderr=stderr, text=True, env=_clean_env({}), start_new_session=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or []], daemon=True).start()
+    exports: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if line.startswith("export "):
+                key, _, value = line[len("export "):].strip().partition("=")
+                exports[key] = shlex.split(value)[0]
+            if line.startswith("# dbdrill up: ready"):
+                break
+    except queue.Empty:
+        proc.kill()
+        pytest.fail(f"dbdrill up did not get ready: {(tmp_path / 'up.err').read_text()[-2000:]}")
+    yield proc, exports
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    stderr.close()
+
+
+def _app(exports: dict[str, str], *args: str) -> str:
+    out = subprocess.run([sys.executable, "-c", APP, *args], env=_clean_env(exports), capture_output=True,
+                         text=True, timeout=60)
+    return out.stdout.strip() + out.stderr[-500:]
+
+
+def _cli(exports: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "fault", *args], env=_clean_env({"DBDRILL_CONTROL_URL": exports[
+        "DBDRILL_CONTROL_URL"]}), capture_output=True, text=True, timeout=60)
+
+
+def _refused(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_up_exports_faults_and_sigterm(up: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
+    proc, exports = up
+    for key in ("AWS_ENDPOINT_URL", "DBDRILL_AWS_ENDPOINT_US_EAST_1", "DBDRILL_AWS_ENDPOINT_EU_WEST_1",
+                "DBDRILL_TOXIPROXY_URL", "DBDRILL_CONTROL_URL"):
+        assert exports[key].startswith("http://127."), key
+    assert exports["AWS_ACCESS_KEY_ID"] == exports["AWS_SECRET_ACCESS_KEY"] == "testing"
+    assert exports["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert _app(exports, "create") == "TABLES ['app']"
+
+    injected = _cli(exports, "inject", "api-error", "--service", "dynamodb", "--operation", "ListTables",
+                    "--error", "ThrottlingException")
+    assert injected.returncode == 0 and injected.stdout.startswith("f1\tapi-error"), injected.stderr
+    assert _app(exports, "list") == "ERROR ClientError ThrottlingException"
+    listed = _cli(exports, "list")
+    assert "f1\tapi-error\tdynamodb:ListTables" in listed.stdout
+    assert _cli(exports, "heal", "--all").stdout.strip() == "f1"
+    assert _app(exports, "list") == "TABLES ['app']"
+
+    outage = _cli(exports, "region-outage", "--region", "us-east-1")
+    assert outage.returncode == 0, outage.stderr
+    assert _app(exports, "list", exports["DBDRILL_AWS_ENDPOINT_US_EAST_1"]).startswith("ERROR EndpointConnection")
+    assert _app(exports, "list").startswith("ERROR")  # the shared URL is cut by signature region too
+    assert _app({**exports, "AWS_DEFAULT_REGION": "eu-west-1"}, "list") == "TABLES []"
+    bad = _cli(exports, "inject", "region-outage", "--region", "mars-1")
+    assert bad.returncode != 0 and "unknown region 'mars-1'" in bad.stderr
+    assert _cli(exports, "heal", "f2").returncode == 0
+    assert _app(exports, "list", exports["DBDRILL_AWS_ENDPOINT_US_EAST_1"]) == "TABLES ['app']"
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    for key in ("AWS_ENDPOINT_URL", "DBDRILL_AWS_ENDPOINT_US_EAST_1", "DBDRILL_CONTROL_URL", "DBDRILL_TOXIPROXY_URL"):
+        assert _refused(exports[key]), key
+
+
+def test_fault_without_a_running_up_is_a_clear_error() -> None:
+    out = subprocess.run([*CLI, "fault", "list"], env=_clean_env({}), capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "DBDRILL_CONTROL_URL" in out.stderr
