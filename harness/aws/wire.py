@@ -151,17 +151,15 @@ class ServiceSpec:
         """'put_item' or 'PutItem' -> 'PutItem'; UnknownServiceError naming close matches otherwise."""
         if name in self.operations:
             return name
-        by_snake = {_snake(o): o for o in self.operations}
+        from botocore import xform_name
+
+        by_snake = {xform_name(o): o for o in self.operations}
         if name in by_snake:
             return by_snake[name]
         close = difflib.get_close_matches(name, sorted(self.operations), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UnknownServiceError(f"{self.name} has no operation {name!r}.{hint} "
                                   f"(botocore's model lists {len(self.operations)} operations)")
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])|(?<=[A-Z])([A-Z][a-z])", r"_\1\2", name).lower()
 
 
 def _rest_pattern(uri: str) -> re.Pattern[str]:
