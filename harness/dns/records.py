@@ -160,8 +160,9 @@ class _Static:
 
 
 class StaticRecords:
-    """Records the harness itself sets (RDS endpoints...). The zone of a record is its parent name, so the
-    server answers NXDOMAIN for unknown siblings; ``add_zone`` makes a wider zone authoritative.
+    """Records the harness itself sets (RDS endpoints...). Setting a record makes its parent name a zone (kept
+    when the record goes), so the server answers NXDOMAIN for unknown siblings and deleted names; ``add_zone``
+    makes a wider zone authoritative.
     Several values: CNAME answers one per query in turn (Aurora's reader endpoint), other types all values
     in rotated order."""
 
@@ -169,6 +170,7 @@ class StaticRecords:
         self._lock = threading.Lock()
         self._records: dict[tuple[str, str], _Static] = {}
         self._zones: set[str] = set()
+        self._auto_zones: set[str] = set()
 
     def put(self, name: str, rtype: str, values: list[str] | tuple[str, ...] | str, ttl: int = DEFAULT_TTL) -> None:
         n, t = check_name(name), check_type(rtype)
@@ -183,6 +185,7 @@ class StaticRecords:
                 raise HarnessError(f"{n} cannot have a CNAME and other records ({', '.join(sorted(other | {t}))}): "
                                    "delete_record() the other type first")
             self._records[(n, t)] = _Static(vals, int(ttl))
+            self._auto_zones.add(parent(n) or n)
 
     def delete(self, name: str, rtype: str | None = None) -> int:
         n = norm(name)
@@ -200,25 +203,23 @@ class StaticRecords:
     def remove_zone(self, zone: str) -> None:
         with self._lock:
             self._zones.discard(norm(zone))
+            self._auto_zones.discard(norm(zone))
 
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
             self._zones.clear()
+            self._auto_zones.clear()
 
     def records(self) -> dict[tuple[str, str], tuple[list[str], int]]:
         """``{(name, type): (values, ttl)}``."""
         with self._lock:
             return {k: (list(v.values), v.ttl) for k, v in self._records.items()}
 
-    def explicit_zones(self) -> set[str]:
-        with self._lock:
-            return set(self._zones)
-
     def zones(self) -> set[str]:
-        """Zones served from static records: explicit ones and each record's parent name."""
+        """Zones served from static records: explicit ones and the parent name of every record ever set."""
         with self._lock:
-            return set(self._zones) | {parent(n) or n for n, _ in self._records}
+            return self._zones | self._auto_zones
 
     def zone_of(self, name: str) -> str | None:
         """The most specific static zone holding ``name``, or None."""

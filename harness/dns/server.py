@@ -37,20 +37,22 @@ MAX_TCP_MESSAGES = 10_000
 MAX_FAULT_LATENCY = 60.0
 RULE_KINDS = ("servfail", "nxdomain", "refused", "drop", "latency")
 
-_current: DnsServer | None = None
+# Running servers, newest last (a pytester session inside a test session starts its own).
+_running: list[DnsServer] = []
 _rule_ids = itertools.count(1)
 
 
 def current_server() -> DnsServer:
     """The running DNS server (the default target of DNS faults); HarnessError if none runs."""
-    if _current is None:
+    server = running_server()
+    if server is None:
         raise HarnessError("no dbdrill DNS server is running: use the `dns` fixture (or Stack().dns) first, or pass "
                            "server= explicitly")
-    return _current
+    return server
 
 
 def running_server() -> DnsServer | None:
-    return _current
+    return _running[-1] if _running else None
 
 
 def dns_exports(server: DnsServer) -> dict[str, str]:
@@ -167,7 +169,6 @@ class DnsServer:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> DnsServer:
-        global _current
         if self._udp is not None:
             return self
         host = self._host or (self.stack.hosts.allocate("dns") if self.stack is not None else "127.0.0.1")
@@ -179,10 +180,15 @@ class DnsServer:
             t.start()
             self._threads.append(t)
         self.health.source_host = host
+        # Import moto here, not first in the prober's thread: concurrent first imports of one package can fail.
+        with contextlib.suppress(ImportError):
+            import moto.backends  # noqa: F401
+            import moto.route53.models  # noqa: F401
+            import moto.route53.responses  # noqa: F401
         self.health.start()
         with contextlib.suppress(ImportError):
             install_status_patch(self.health)
-        _current = self
+        _running.append(self)
         logger.info("DNS server on %s:%d (udp+tcp), time profile %s", *self.address, self.settings.time_profile)
         return self
 
@@ -208,9 +214,8 @@ class DnsServer:
                            f" {last}. Is {host} a loopback address of this machine (127.x.y.z)?", obj=self)
 
     def stop(self) -> None:
-        global _current
-        if _current is self:
-            _current = None
+        if self in _running:
+            _running.remove(self)
         uninstall_status_patch(self.health)
         self.health.stop()
         for srv in (self._udp, self._tcp):

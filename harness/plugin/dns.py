@@ -25,13 +25,13 @@ def dns(dns_server: DnsServer) -> Iterator[DnsServer]:
     """The DNS server. Static records and zones the test added, its fault rules and forced health-check states
     are removed after the test, pass or fail; records that existed before (the RDS endpoints) stay."""
     records = set(dns_server.records())
-    zones = dns_server.static.explicit_zones()
+    zones = dns_server.static.zones()
     try:
         yield dns_server
     finally:
         for name, rtype in set(dns_server.records()) - records:
             dns_server.delete_record(name, rtype)
-        for zone in dns_server.static.explicit_zones() - zones:
+        for zone in dns_server.static.zones() - zones:
             dns_server.static.remove_zone(zone)
         dns_server.clear_rules()
         dns_server.health.unforce_all()
