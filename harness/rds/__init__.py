@@ -1,0 +1,1 @@
+"""Real RDS on PostgreSQL: engine (clusters, replication, PgBouncer), reconciler, events."""
