@@ -45,16 +45,21 @@ class Stack:
         """Client of the fault proxy: the embedded server, or an external Toxiproxy when configured."""
         with self._lock:
             if self._toxiproxy is None:
-                from harness.toxiproxy import ToxiproxyClient
+                from harness.toxiproxy import ToxiproxyClient, set_default_client, worker_prefix
 
                 url = self.settings.toxiproxy_url
+                prefix = ""
                 if url is None:
                     from harness.proxy.server import ProxyServer
 
                     self._proxy_server = ProxyServer(host="127.0.0.1", port=0).start()
                     self._started.append(("proxy server", self._proxy_server))
                     url = self._proxy_server.url
-                self._toxiproxy = ToxiproxyClient(url)
+                else:
+                    # An external server may be shared by several xdist workers: keep their names apart.
+                    prefix = worker_prefix()
+                self._toxiproxy = ToxiproxyClient(url, prefix=prefix)
+                set_default_client(self._toxiproxy)
             return self._toxiproxy
 
     @property

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import threading
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -167,17 +168,22 @@ class ToxiproxyClient:
         """Remove the toxics of the proxies this client created and enable them again; other proxies on
         the server are left alone. Proxies deleted meanwhile are forgotten."""
         with self._lock:
-            names = sorted(self._created)
-        for full in names:
+            own = set(self._created)
+        if not own:
+            return
+        current = self._call("get", "/proxies") or {}
+        with self._lock:
+            self._created.intersection_update(current)
+        for full in sorted(own & set(current)):
+            proxy = current[full]
             try:
-                for toxic in self._call("get", _path("proxies", full, "toxics")) or []:
+                for toxic in proxy.get("toxics") or []:
                     self._call("delete", _path("proxies", full, "toxics", toxic["name"]))
-                self._call("post", _path("proxies", full), {"enabled": True})
+                if not proxy.get("enabled", True):
+                    self._call("post", _path("proxies", full), {"enabled": True})
             except ToxiproxyError as exc:
                 if exc.status != 404:
                     raise
-                with self._lock:
-                    self._created.discard(full)
 
     def populate(self, proxies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Create or replace several proxies at once (unchanged ones are kept, toxics and all)."""
@@ -279,10 +285,21 @@ class ToxiproxyClient:
 _default: ToxiproxyClient | None = None
 
 
+def worker_prefix() -> str:
+    """``gw0-`` in pytest-xdist worker gw0, else empty: keeps workers' proxies apart on a shared server."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return f"{worker}-" if worker else ""
+
+
 def set_default_client(client: ToxiproxyClient | None) -> None:
     """The client faults use when none is given (the plugin sets the stack's)."""
     global _default
     _default = client
+
+
+def current_default() -> ToxiproxyClient | None:
+    """The default client if one was set (None otherwise): for cleanup that must not start anything."""
+    return _default
 
 
 def default_client() -> ToxiproxyClient:
