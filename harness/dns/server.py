@@ -368,10 +368,9 @@ class DnsServer:
             except Exception:
                 logger.exception("answering %s %s failed", name, qtype)
                 ans = Answer("SERVFAIL")
-            if kind == "nxdomain" and ans.zone is not None:
-                ans = Answer("NXDOMAIN", authority=[r for r in ans.authority if r[1] == "SOA"], zone=ans.zone)
-            elif kind == "nxdomain":
-                ans = Answer("NXDOMAIN", zone=name)
+            if kind == "nxdomain":
+                soa = self.answerer.negative_soa(name)
+                ans = Answer("NXDOMAIN", authority=[soa] if soa else [], zone=ans.zone or name)
             reply.header.rcode = getattr(RCODE, ans.rcode)
             reply.header.aa = 1 if ans.authoritative else 0
             for owner, t, ttl, value in ans.records:

@@ -126,6 +126,11 @@ class Answerer:
             return True
         return any(in_domain(n, z) for z in self.route53_zone_names())
 
+    def negative_soa(self, name: str) -> Rec | None:
+        """The SOA record a negative answer for ``name`` carries (None: not ours)."""
+        auth = self._authority(norm(name))
+        return None if auth is None else auth.negative()
+
     def _authority(self, name: str) -> _Authority | None:
         static_zone = self.static.zone_of(name)
         r53 = self._route53_authority(name)
