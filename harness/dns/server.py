@@ -182,8 +182,8 @@ class DnsServer:
         self.health.source_host = host
         # Import moto here, not first in the prober's thread: concurrent first imports of one package can fail.
         with contextlib.suppress(ImportError):
-            import moto.backends  # noqa: F401
-            import moto.route53.models  # noqa: F401
+            import moto.backends
+            import moto.route53.models
             import moto.route53.responses  # noqa: F401
         self.health.start()
         with contextlib.suppress(ImportError):

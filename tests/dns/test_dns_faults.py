@@ -143,7 +143,7 @@ def test_dns_timeout_fails_after_the_resolver_timeout(dns: DnsServer) -> None:
 
 
 def test_bad_fault_parameters_are_refused(dns: DnsServer) -> None:
-    with pytest.raises(FaultError, match="0..60000 ms"):
+    with pytest.raises(FaultError, match=r"0\.\.60000 ms"):
         dns_latency(-5)
     with pytest.raises(FaultError, match="names must be"):
         servfail([""])
