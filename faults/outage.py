@@ -100,7 +100,8 @@ def _aws_region_part(region: str, mode: str, context: dict[str, Any]) -> list[Fa
     if endpoint is None:
         return []
     proxy = endpoint.proxy_name(region)
-    network = partition([proxy]) if mode == "refuse" else blackhole([proxy])
+    client = endpoint.stack.toxiproxy
+    network = partition([proxy], client=client) if mode == "refuse" else blackhole([proxy], client=client)
     return [network, RegionCut(endpoint, region, mode)]
 
 
