@@ -38,12 +38,13 @@ def dns(dns_server: DnsServer) -> Iterator[DnsServer]:
 
 
 @pytest.fixture
-def dns_resolver(dns: DnsServer, dbdrill_settings: Settings) -> Iterator[ResolverHook]:
+def dns_resolver(dns: DnsServer, dbdrill_settings: Settings, dbdrill_stack: Stack) -> Iterator[ResolverHook]:
     """``socket.getaddrinfo``/``gethostbyname(_ex)`` resolve the names the DNS server serves through it (real
-    queries, TTL cache capped by --dbdrill-dns-ttl-cap) for this test; removed after it, pass or fail."""
+    queries, TTL cache capped by --dbdrill-dns-ttl-cap) for this test; removed after it, pass or fail. The cache
+    runs on the stack's clock: ``clock.advance(60)`` ages every cached answer by a minute at once."""
     from harness.dns.resolver import ResolverHook
 
-    hook = ResolverHook(dns, ttl_cap=dbdrill_settings.dns_ttl_cap).install()
+    hook = ResolverHook(dns, ttl_cap=dbdrill_settings.dns_ttl_cap, time_fn=dbdrill_stack.clock.monotonic).install()
     try:
         yield hook
     finally:

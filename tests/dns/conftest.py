@@ -1,41 +1,20 @@
 """Fixtures for the DNS tests: Route53 through boto3, loopback TCP and HTTP targets."""
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import boto3
 import pytest
 from dns_kit import HttpTarget, TcpTarget
 
+from harness.aws.endpoint import AwsEndpoint
 from harness.stack import Stack
 
 
-@pytest.fixture(scope="session")
-def _aws_endpoint(dbdrill_stack: Stack) -> Any:
-    """The stack's AWS endpoint, or None while it cannot start here (then moto runs in process)."""
-    try:
-        return dbdrill_stack.aws
-    except ImportError as exc:
-        warnings.warn(f"AWS endpoint unavailable ({exc}); Route53 runs in-process with moto.mock_aws", stacklevel=1)
-        return None
-
-
 @pytest.fixture
-def route53(_aws_endpoint: Any) -> Iterator[Any]:
-    """A boto3 Route53 client on the emulated AWS (state reset after the test)."""
-    if _aws_endpoint is not None:
-        try:
-            yield _aws_endpoint.client("route53")
-        finally:
-            _aws_endpoint.reset()
-        return
-    from moto import mock_aws
-
-    with mock_aws():
-        yield boto3.client("route53", region_name="us-east-1", aws_access_key_id="testing",
-                           aws_secret_access_key="testing")
+def route53(aws: AwsEndpoint) -> Any:
+    """A boto3 Route53 client on the emulated AWS endpoint (its state is reset after the test)."""
+    return aws.client("route53")
 
 
 @pytest.fixture

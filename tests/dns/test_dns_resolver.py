@@ -17,6 +17,7 @@ import pytest
 import requests
 from dns_kit import HttpTarget, TcpTarget
 
+from harness.clock import Clock
 from harness.dns import ResolverHook, dns_exports
 from harness.dns.resolver import installed_hooks
 from harness.dns.server import DnsServer
@@ -134,6 +135,16 @@ def test_cache_expires_in_real_time(dns: DnsServer, dns_resolver: ResolverHook) 
     assert socket.gethostbyname(RDS) == "127.40.4.1"
     wait_until(lambda: socket.gethostbyname(RDS) == "127.40.4.2", 5, interval=0.1, what="the 1 s TTL to lapse")
     assert 2 <= dns_resolver.queries(RDS) <= 3
+
+
+def test_the_fixture_cache_follows_the_stack_clock(dns: DnsServer, dns_resolver: ResolverHook, clock: Clock) -> None:
+    dns.set_record(RDS, "A", ["127.40.3.5"], ttl=60)
+    assert socket.gethostbyname(RDS) == "127.40.3.5"
+    dns.set_record(RDS, "A", ["127.40.3.6"], ttl=60)
+    clock.advance(59)
+    assert socket.gethostbyname(RDS) == "127.40.3.5"
+    clock.advance(1.5)
+    assert socket.gethostbyname(RDS) == "127.40.3.6" and dns_resolver.queries(RDS) == 2
 
 
 def test_ttl_cap_override_and_minimum(dns: DnsServer) -> None:
