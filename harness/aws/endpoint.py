@@ -70,7 +70,8 @@ class AwsEndpoint:
         self.settings = stack.settings
         self.clock = stack.clock
         self.regions: tuple[str, ...] = tuple(stack.settings.regions)
-        self.account_id = ACCOUNT_ID
+        # moto answers for MOTO_ACCOUNT_ID when set; the harness must look in the same account.
+        self.account_id = os.environ.get("MOTO_ACCOUNT_ID", ACCOUNT_ID)
         self.lock = threading.RLock()
         self.server: HttpServer | None = None
         self.app: AwsApp | None = None
@@ -78,6 +79,8 @@ class AwsEndpoint:
         self._proxies: dict[str, str] = {}
         self._session: Any = None
         self._session_lock = threading.Lock()
+        self._backend_dicts: dict[str, Any] = {}
+        self._backend_cache: dict[tuple[str, str], tuple[int, Any]] = {}
         self.started_in: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -257,21 +260,29 @@ class AwsEndpoint:
     def backend(self, service: str, region: str | None = None) -> Any:
         """moto's backend object for ``service`` in ``region`` (global services: their partition backend).
         Hold ``lock`` while touching it: request threads use it too."""
-        from moto.backends import get_backend
+        from harness.aws.motoapp import backends_generation
 
-        try:
-            backends = get_backend(service)  # type: ignore[call-overload]
-        except (KeyError, ModuleNotFoundError, ValueError) as exc:
-            raise HarnessError(f"moto has no backend {service!r}: use moto's service names (dynamodb, rds, "
-                               "sqs, route53...)", obj=self) from exc
-        account = backends[self.account_id]
         region = region or self.default_region
+        generation = backends_generation()
+        cached = self._backend_cache.get((service, region))
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        backends = self._backend_dicts.get(service)
+        if backends is None:
+            from moto.backends import get_backend
+
+            try:
+                backends = self._backend_dicts[service] = get_backend(service)  # type: ignore[call-overload]
+            except (KeyError, ModuleNotFoundError, ValueError) as exc:
+                raise HarnessError(f"moto has no backend {service!r}: use moto's service names (dynamodb, rds, "
+                                   "sqs, route53...)", obj=self) from exc
+        account = backends[self.account_id]
         if region in account.regions or region in account:
-            return account[region]
-        for partition in ("aws", "global"):
-            if partition in account:
-                return account[partition]
-        return account[region]
+            backend = account[region]
+        else:
+            backend = next((account[p] for p in ("aws", "global") if p in account), None) or account[region]
+        self._backend_cache[(service, region)] = (generation, backend)
+        return backend
 
     # -- faults ------------------------------------------------------------------------------------------
     def _app(self) -> AwsApp:

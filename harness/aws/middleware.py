@@ -347,6 +347,7 @@ def _environ(request: HttpRequest, body: bytes) -> dict[str, Any]:
         environ[key] = f"{environ[key]},{value}" if key in environ and key.startswith("HTTP_") else value
     environ["HTTP_HOST"] = host
     environ["moto.preserved_header_names"] = preserved
+    environ["dbdrill.headers"] = {name: value for name, value in request.headers}
     return environ
 
 

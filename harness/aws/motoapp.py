@@ -6,8 +6,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
-import random
-import string
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -16,11 +15,8 @@ logger = logging.getLogger(__name__)
 _speedups_done = False
 
 
-_ID_CHARS = string.ascii_uppercase + string.digits
-
-
 def _request_id(headerdict: dict[str, Any] | None = None) -> str:
-    req_id = "".join(random.choices(_ID_CHARS, k=52))
+    req_id = base64.b32encode(os.urandom(35)).decode()[:52]  # 52 of A-Z2-7, as moto's are A-Z0-9
     if isinstance(headerdict, dict):
         headerdict["x-amzn-requestid"] = req_id
     return req_id
@@ -39,12 +35,30 @@ def _attribute_value(value: dict[str, Any]) -> dict[str, Any]:
     return {kind: inner}
 
 
+_generation = 0
+
+
+def backends_generation() -> int:
+    """Changes whenever moto's backends are reset (cached backend objects are stale then)."""
+    return _generation
+
+
 def _install_speedups() -> None:
     global _speedups_done
     if _speedups_done:
         return
     import moto.core.responses as responses
     from moto.core import serialize
+    from moto.core.base_backend import BackendDict
+
+    original_reset = BackendDict.reset.__func__  # type: ignore[attr-defined]
+
+    def reset(cls: Any) -> None:
+        global _generation
+        _generation += 1
+        original_reset(cls)
+
+    BackendDict.reset = classmethod(reset)  # type: ignore[assignment,method-assign]
 
     # moto lists a handler class's methods with inspect.getmembers on every request; the list never changes.
     responses.method_names_from_class = functools.lru_cache(maxsize=None)(responses.method_names_from_class)
@@ -65,6 +79,45 @@ def _install_speedups() -> None:
     for service in ("dynamodb", "dynamodbstreams"):
         serialize.SERVICE_SPECIFIC_SERIALIZERS.setdefault(service, {})["json"] = DynamoDBSerializer
     _speedups_done = True
+
+
+def _lean_handler(handler_cls: type) -> Any:
+    """``handler_cls`` whose per-request setup skips what a JSON POST to "/" cannot use (form parsing,
+    query-string guesses over the JSON body); anything else goes through moto's own setup."""
+    from collections import OrderedDict
+    from urllib.parse import urlparse
+
+    from moto.iam.models import mark_account_as_visited
+    from moto.utilities.utils import get_partition
+
+    def setup_class(self: Any, request: Any, full_url: str | None = None, headers: Any = None,
+                    use_raw_body: bool | None = None) -> None:
+        if use_raw_body or self.use_raw_body or full_url is None or request.content_encoding:
+            handler_cls.setup_class(self, request, full_url, headers, use_raw_body)
+            return
+        self.is_werkzeug_request = True
+        self.normalized_request = request
+        self.parsed_url = urlparse(full_url)
+        self.raw_body = request.get_data()
+        self.body = self.raw_body.decode("utf-8")
+        self.form_data = {}
+        self.uri = full_url
+        self.path = self.raw_path = self.parsed_url.path
+        self.querystring = self.data = OrderedDict()
+        self.method = request.method
+        self.region = self.get_region_from_url(request, full_url)
+        self.partition = get_partition(self.region)
+        self.uri_match = {}
+        self.headers = request.headers
+        self.response_headers = {"server": "amazon.com"}
+        if self.automated_parameter_parsing and self._get_action():
+            self.parse_parameters(request)
+        self.access_key = self.get_access_key()
+        self.current_account = self.get_current_account()
+        mark_account_as_visited(account_id=self.current_account, access_key=self.access_key,
+                                service=self.service_name, region=self.region)
+
+    return type(f"Lean{handler_cls.__name__}", (handler_cls,), {"setup_class": setup_class})
 
 
 class MotoApp:
@@ -93,8 +146,8 @@ class MotoApp:
 
         self._request_cls = ServerRequest
         self._fast: dict[str, Callable[..., Any]] = {
-            "DynamoDB_20120810": DynamoHandler.dispatch,
-            "DynamoDBStreams_20120810": DynamoDBStreamsHandler.dispatch,
+            "DynamoDB_20120810": _lean_handler(DynamoHandler).dispatch,
+            "DynamoDBStreams_20120810": _lean_handler(DynamoDBStreamsHandler).dispatch,
         }
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -112,7 +165,7 @@ class MotoApp:
         query = environ.get("QUERY_STRING")
         url = f"http://{environ.get('HTTP_HOST', 'localhost')}/" + (f"?{query}" if query else "")
         try:
-            result = handler(request, url, dict(request.headers))
+            result = handler(request, url, environ.get("dbdrill.headers") or dict(request.headers))
         except ClientError as exc:
             result = 400, {}, exc.response["Error"]["Message"]
         if len(result) == 3:
