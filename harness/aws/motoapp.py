@@ -81,7 +81,7 @@ def _install_speedups() -> None:
     _speedups_done = True
 
 
-def _lean_handler(handler_cls: type) -> Any:
+def _lean_handler(handler_cls: Any) -> Any:
     """``handler_cls`` whose per-request setup skips what a JSON POST to "/" cannot use (form parsing,
     query-string guesses over the JSON body); anything else goes through moto's own setup."""
     from collections import OrderedDict
