@@ -69,7 +69,7 @@ def test_without_the_fault_the_app_follows_the_failover_within_the_ttl(
     upsert(z, "db.example.com", "A", ["127.41.0.2"], ttl=1)
     t0 = time.monotonic()
     wait_until(lambda: socket.gethostbyname("db.example.com") == "127.41.0.2", 5, interval=0.05)
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 2.5, "the 1 s TTL, not minutes"
 
 
 def test_stale_cache_needs_a_resolver_and_sane_seconds(dns: DnsServer) -> None:
@@ -115,19 +115,21 @@ def test_nxdomain_fault(dns: DnsServer, dns_resolver: ResolverHook) -> None:
     assert socket.gethostbyname(RDS) == "127.41.2.1"
 
 
+def _lookup_time() -> float:
+    t0 = time.monotonic()
+    assert socket.gethostbyname(RDS) == "127.41.3.1"
+    return time.monotonic() - t0
+
+
 def test_dns_latency_slows_every_lookup(dns: DnsServer, dns_resolver: ResolverHook) -> None:
     dns.set_record(RDS, "A", ["127.41.3.1"], ttl=0)
-    t0 = time.monotonic()
-    socket.gethostbyname(RDS)
-    fast = time.monotonic() - t0
+    # The best of a few uncached lookups: one slow scheduling moment on a busy machine proves nothing.
+    assert min(_lookup_time() for _ in range(3)) < 0.145
     with dns_latency(150, RDS):
-        t0 = time.monotonic()
-        assert socket.gethostbyname(RDS) == "127.41.3.1"
-        slow = time.monotonic() - t0
-    assert 0.145 <= slow < 0.9 and fast < 0.145
-    t0 = time.monotonic()
-    socket.gethostbyname(RDS)
-    assert time.monotonic() - t0 < 0.145
+        slow = [_lookup_time() for _ in range(3)]
+    assert all(0.145 <= t < 1.5 for t in slow), slow
+    assert min(_lookup_time() for _ in range(3)) < 0.145
+    assert dns_resolver.queries(RDS) == 9
 
 
 def test_dns_timeout_fails_after_the_resolver_timeout(dns: DnsServer) -> None:
