@@ -57,7 +57,15 @@ def _start_aws(stack: Stack) -> dict[str, str]:
     return out
 
 
+def _start_dns(stack: Stack) -> dict[str, str]:
+    from harness.dns.server import dns_exports
+
+    return dns_exports(stack.dns)
+
+
 register_component(Component("aws", "emulated AWS endpoint, one proxied address per region", _start_aws,
+                             default=True))
+register_component(Component("dns", "DNS server answering Route53 zones and emulated endpoint names", _start_dns,
                              default=True))
 
 

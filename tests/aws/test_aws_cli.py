@@ -93,6 +93,7 @@ def test_up_exports_faults_and_sigterm(up: tuple[subprocess.Popen[str], dict[str
         assert exports[key].startswith("http://127."), key
     assert exports["AWS_ACCESS_KEY_ID"] == exports["AWS_SECRET_ACCESS_KEY"] == "testing"
     assert exports["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert exports["DBDRILL_DNS"] == f"{exports['DBDRILL_DNS_HOST']}:{exports['DBDRILL_DNS_PORT']}"
     assert _app(exports, "create") == "TABLES ['app']"
 
     injected = _cli(exports, "inject", "api-error", "--service", "dynamodb", "--operation", "ListTables",
