@@ -255,6 +255,10 @@ class Side(asyncio.Protocol):
         self.transport = transport
         if self.role == "client":
             self.conn.accepted()
+        else:
+            # Links are built here, not after the connect call returns: the upstream may have sent data
+            # already, and reading starts before that call's caller runs again.
+            self.conn.connected()
 
     def data_received(self, data: bytes) -> None:
         if self.out is not None:
@@ -305,8 +309,12 @@ class Connection:
         except (TimeoutError, OSError) as exc:
             logger.info("proxy %s: cannot connect to upstream %s: %s", self.proxy.name, self.proxy.upstream, exc)
             self.close(flush=False)
-            return
+
+    def connected(self) -> None:
+        """The upstream connection is made: build both links from the proxy's toxics, start reading."""
         if self.closed:
+            assert self.upstream.transport is not None
+            self.upstream.transport.abort()
             return
         chains = self.proxy.chains
         up = Link(self, "upstream", self.client, self.upstream, chains["upstream"])

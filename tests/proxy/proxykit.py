@@ -145,3 +145,11 @@ def refused(listen: str) -> bool:
 
 def wait_refused(listen: str, timeout: float = 5.0) -> None:
     wait_until(lambda: refused(listen), timeout, what=f"{listen} to refuse connections")
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """The next read sees the connection end (FIN or RST), not data."""
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
