@@ -85,6 +85,11 @@ def test_rules_select_operation_and_region(aws: AwsEndpoint, kv_table: Any, no_r
         west.get_item(TableName="t", Key={"pk": {"S": "a"}})
         with pytest.raises(ClientError):
             west.put_item(TableName="t", Item={"pk": {"S": "a"}})
+    r53 = aws.client("route53", config=no_retry)  # REST: the operation comes from method + path
+    with throttle("route53", "CreateHostedZone"):
+        r53.list_hosted_zones()
+        with pytest.raises(ClientError):
+            r53.create_hosted_zone(Name="example.org", CallerReference="r1")
 
 
 def test_latency_fault_delays_only_matching_calls(aws: AwsEndpoint, kv_table: Any) -> None:

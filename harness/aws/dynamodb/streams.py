@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -95,7 +96,7 @@ class StreamMapping:
         self.delivered = 0
         self.failed_invocations = 0
         self.sent_to_failure = 0
-        self.errors: list[BaseException] = []
+        self.errors: deque[BaseException] = deque(maxlen=100)  # the latest handler errors
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._position = 0
@@ -159,17 +160,20 @@ class StreamMapping:
 
     # -- the poller ---------------------------------------------------------------------------------
     def _run(self) -> None:
+        problem: str | None = None
         for _ in itertools.count():
             if self._stop.is_set():
                 return
             try:
                 batch = self._next_batch()
+                problem = None
             except HarnessError as exc:
-                logger.warning("stream mapping %s: %s", self.table_name, exc)
-                batch = []
+                if str(exc) != problem:  # say it once, then keep polling slowly (the table may come back)
+                    logger.warning("stream mapping %s: %s", self.table_name, exc)
+                problem, batch = str(exc), []
             if not batch:
                 with self._cond:
-                    self._cond.wait(self.poll_interval)
+                    self._cond.wait(0.5 if problem else self.poll_interval)
                 continue
             self._busy = True
             try:
