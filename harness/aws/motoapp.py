@@ -43,6 +43,42 @@ def backends_generation() -> int:
     return _generation
 
 
+_ATTRIBUTE_KINDS = frozenset({"S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"})
+
+
+def _parse_attribute_value(value: dict[str, Any]) -> dict[str, Any]:
+    """What moto's shape-walking parser makes of one AttributeValue: binaries base64-decoded, the rest as is."""
+    ((kind, inner),) = value.items()
+    if kind not in _ATTRIBUTE_KINDS:
+        raise ValueError(kind)
+    if kind == "M":
+        return {"M": {k: _parse_attribute_value(v) for k, v in inner.items()}}
+    if kind == "L":
+        return {"L": [_parse_attribute_value(v) for v in inner]}
+    if kind == "B":
+        return {"B": base64.b64decode(inner)}
+    if kind == "BS":
+        return {"BS": [base64.b64decode(b) for b in inner]}
+    return {kind: inner}
+
+
+def _json_parser_class() -> Any:
+    from moto.core.parse import JSONParser
+
+    class DynamoDBParser(JSONParser):  # type: ignore[misc]
+        """Attribute values parsed by their one-letter type instead of walking the union shape."""
+
+        def _parse_structure(self, shape: Any, value: Any) -> Any:
+            if shape.name == "AttributeValue" and isinstance(value, dict) and len(value) == 1:
+                try:
+                    return _parse_attribute_value(value)
+                except (AttributeError, TypeError, ValueError):
+                    pass
+            return super()._parse_structure(shape, value)
+
+    return DynamoDBParser
+
+
 def _install_speedups() -> None:
     global _speedups_done
     if _speedups_done:
@@ -87,8 +123,17 @@ def _lean_handler(handler_cls: Any) -> Any:
     from collections import OrderedDict
     from urllib.parse import urlparse
 
+    from moto.core.utils import get_service_model
     from moto.iam.models import mark_account_as_visited
     from moto.utilities.utils import get_partition
+
+    parser_cls = _json_parser_class()
+
+    def parse_parameters(self: Any, request: Any) -> None:
+        operation_model = get_service_model(self.boto3_service_name).operation_model(self._get_action())
+        parser = parser_cls(operation_model, map_type=self.PROTOCOL_PARSER_MAP_TYPE)
+        self.params = parser.parse({"method": request.method, "values": {}, "headers": request.headers,
+                                    "body": self.raw_body, "url_path": request.path, "url_params": self.uri_match})
 
     def setup_class(self: Any, request: Any, full_url: str | None = None, headers: Any = None,
                     use_raw_body: bool | None = None) -> None:
@@ -111,7 +156,7 @@ def _lean_handler(handler_cls: Any) -> Any:
         self.headers = request.headers
         self.response_headers = {"server": "amazon.com"}
         if self.automated_parameter_parsing and self._get_action():
-            self.parse_parameters(request)
+            parse_parameters(self, request)
         self.access_key = self.get_access_key()
         self.current_account = self.get_current_account()
         mark_account_as_visited(account_id=self.current_account, access_key=self.access_key,

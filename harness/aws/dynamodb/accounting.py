@@ -145,14 +145,21 @@ class Accounting:
     # -- single-item and query operations ------------------------------------------------------------
     def _single(self, call: Call, body: dict[str, Any], pre: list[Demand],
                 post: Callable[[Capture], list[Demand]] | None = None) -> HttpResponse:
+        """``pre`` is what the request is admitted on; ``post`` (from what moto did) what it is charged, when
+        the price is not known beforehand."""
         message = self.model.refusal(pre)
         if message:
             return throttle_response(message)
-        with capturing() as cap:
+        if post is None:
             response = call.forward()
+        else:
+            with capturing() as cap:
+                response = call.forward()
         if not _charged(response):
             return response
         demands = post(cap) if post is not None else pre
+        if response.status != 200:  # a failed condition costs the table, not its indexes (nothing was written)
+            demands = [d for d in demands if d.index is None and d.lsi is None]
         self.model.charge(demands)
         mode = body.get("ReturnConsumedCapacity", "NONE")
         if mode in ("TOTAL", "INDEXES") and response.status == 200:
@@ -169,24 +176,26 @@ class Accounting:
         return self._single(call, body, [Demand(table, None, "read", units)])
 
     def _write(self, call: Call, body: dict[str, Any], backend: Any, new_of: Callable[[Any, Footprint],
-               Footprint | None], key_of: Callable[[dict[str, Any]], Any]) -> HttpResponse:
+               Footprint | None], key_of: Callable[[dict[str, Any]], Any], *, exact: bool) -> HttpResponse:
         table = _table(backend, body.get("TableName"))
         if table is None:
             return call.forward()
         old = footprint(table, _lookup(table, key_of(body)))
         pre = write_demands(table, old, new_of(table, old))
+        if exact:  # the item before and after are known now: the price is too (a failed condition included)
+            return self._single(call, body, pre)
         return self._single(call, body, pre, lambda cap: _captured_writes(cap.writes) or pre)
 
     def _put_item(self, call: Call, body: dict[str, Any], backend: Any) -> HttpResponse:
         return self._write(call, body, backend, lambda t, old: footprint(t, body.get("Item")),
-                           lambda b: b.get("Item", {}))
+                           lambda b: b.get("Item", {}), exact=True)
 
     def _update_item(self, call: Call, body: dict[str, Any], backend: Any) -> HttpResponse:
         # The size after an update is known only once it ran: admit on the current size, charge the real one.
-        return self._write(call, body, backend, lambda t, old: old, lambda b: b.get("Key", {}))
+        return self._write(call, body, backend, lambda t, old: old, lambda b: b.get("Key", {}), exact=False)
 
     def _delete_item(self, call: Call, body: dict[str, Any], backend: Any) -> HttpResponse:
-        return self._write(call, body, backend, lambda t, old: None, lambda b: b.get("Key", {}))
+        return self._write(call, body, backend, lambda t, old: None, lambda b: b.get("Key", {}), exact=True)
 
     def _query(self, call: Call, body: dict[str, Any], backend: Any) -> HttpResponse:
         table = _table(backend, body.get("TableName"))
