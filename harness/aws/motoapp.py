@@ -65,7 +65,7 @@ def _parse_attribute_value(value: dict[str, Any]) -> dict[str, Any]:
 def _json_parser_class() -> Any:
     from moto.core.parse import JSONParser
 
-    class DynamoDBParser(JSONParser):  # type: ignore[misc]
+    class DynamoDBParser(JSONParser):
         """Attribute values parsed by their one-letter type instead of walking the union shape."""
 
         def _parse_structure(self, shape: Any, value: Any) -> Any:
