@@ -118,3 +118,28 @@ def test_real_aws_is_never_reached(aws: AwsEndpoint, monkeypatch: pytest.MonkeyP
         real.client("dynamodb", config=Config(retries={"max_attempts": 1})).list_tables()
     with pytest.raises(RealAwsBlocked, match="not a loopback address"):
         aws.client("dynamodb", endpoint_url="http://10.1.2.3:80")
+
+
+def test_fast_attribute_value_paths_match_motos_generic_ones(aws: AwsEndpoint) -> None:
+    """The hot-path parser/serializer short-cuts give exactly what moto's shape walkers give."""
+    import json
+
+    from moto.core.parse import JSONParser
+    from moto.core.serialize import SERVICE_SPECIFIC_SERIALIZERS, JSONSerializer
+    from moto.core.utils import get_service_model
+
+    from harness.aws.motoapp import _json_parser_class
+
+    item = {"pk": {"S": "k"}, "n": {"N": "-1.5e3"}, "b": {"B": "AAH/"}, "t": {"BOOL": False}, "z": {"NULL": True},
+            "ss": {"SS": ["a", "b"]}, "ns": {"NS": ["1", "2"]}, "bs": {"BS": ["eA==", "eQ=="]},
+            "l": {"L": [{"N": "1"}, {"M": {"deep": {"B": "/w=="}}}]}, "m": {"M": {"s": {"S": "v"}}}}
+    model = get_service_model("dynamodb")
+    put = model.operation_model("PutItem")
+    request = {"method": "POST", "values": {}, "headers": {}, "url_path": "/", "url_params": {},
+               "body": json.dumps({"TableName": "t", "Item": item}).encode()}
+    assert _json_parser_class()(put, map_type=dict).parse(request) == JSONParser(put, map_type=dict).parse(request)
+    get = model.operation_model("GetItem")
+    parsed_item = JSONParser(put, map_type=dict).parse(request)["Item"]
+    fast = SERVICE_SPECIFIC_SERIALIZERS["dynamodb"]["json"](operation_model=get).serialize({"Item": parsed_item})
+    slow = JSONSerializer(operation_model=get).serialize({"Item": parsed_item})
+    assert json.loads(fast["body"]) == json.loads(slow["body"])
