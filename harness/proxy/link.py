@@ -8,6 +8,7 @@ import logging
 import random
 import socket
 import struct
+import threading
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,9 @@ logger = logging.getLogger(__name__)
 HIGH_WATER = 8 * 1024 * 1024
 LOW_WATER = 2 * 1024 * 1024
 CONNECT_TIMEOUT = 10.0
+READ_SIZE = 256 * 1024
+# Per thread, so per event loop: a loop handles one read at a time.
+_local = threading.local()
 _LINGER_RST = struct.pack("ii", 1, 0)
 
 
@@ -169,7 +173,8 @@ class Link:
         for spec in chain:
             self.add(spec)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
+        """Data read from the source (``data`` is only valid during this call)."""
         stages = self.stages
         if not stages:
             self.dest.write(data)
@@ -177,11 +182,8 @@ class Link:
         now = self.loop.time()
         first = stages[0]
         self.inflight += len(data)
-        if len(data) <= CHUNK:
-            first.push(Chunk(data, now))
-        else:
-            for off in range(0, len(data), CHUNK):
-                first.push(Chunk(data[off:off + CHUNK], now))
+        for off in range(0, len(data), CHUNK):
+            first.push(Chunk(bytes(data[off:off + CHUNK]), now))
         if self.inflight > HIGH_WATER:
             self.flow()
 
@@ -240,8 +242,10 @@ class Link:
             stage.stop()
 
 
-class Side(asyncio.Protocol):
-    """One socket of a proxied connection: the client's or the upstream's."""
+class Side(asyncio.BufferedProtocol):
+    """One socket of a proxied connection: the client's or the upstream's. Reads go into one buffer per
+    event loop (no allocation per read); whatever is not sent at once is copied by the transport or the
+    toxic chain before the next read."""
 
     def __init__(self, conn: Connection, role: str) -> None:
         self.conn = conn
@@ -260,9 +264,15 @@ class Side(asyncio.Protocol):
             # already, and reading starts before that call's caller runs again.
             self.conn.connected()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buf: memoryview | None = getattr(_local, "buffer", None)
+        if buf is None:
+            buf = _local.buffer = memoryview(bytearray(READ_SIZE))
+        return buf
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self.out is not None:
-            self.out.feed(data)
+            self.out.feed(_local.buffer[:nbytes])
 
     def eof_received(self) -> bool:
         if self.out is not None:
