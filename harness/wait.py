@@ -17,7 +17,7 @@ class WaitTimeout(HarnessError):
 
 
 def wait_until(
-    pred: Callable[[], T],
+    pred: Callable[[], T | None],
     timeout: float = 10.0,
     *,
     interval: float = 0.01,
@@ -30,7 +30,9 @@ def wait_until(
     if ignore:
         retry = retry | retry_if_exception_type(ignore)
     try:
-        return Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(interval), retry=retry)(pred)
+        result = Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(interval), retry=retry)(pred)
+        assert result is not None  # the retry only stops on a truthy result
+        return result
     except RetryError as exc:
         last = exc.last_attempt
         detail = f" (last error: {last.exception()!r})" if last.failed else ""

@@ -14,7 +14,6 @@ yours; add ``Config(retries=...)`` in your writer if boto3's retry modes are you
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,17 +49,12 @@ def is_throttle(exc: BaseException) -> bool:
     return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in THROTTLE_CODES
 
 
-@pytest.fixture
-def dynamodb_drill_writer() -> Callable[[Any, str, dict[str, Any]], None]:
-    """The app's write: ``writer(client, table, item)``; raise when it gives up. Default: put_item retried
-    with tenacity (full-jitter exponential backoff, 5 s budget) on throttling errors only."""
-
-    def write(client: Any, table: str, item: dict[str, Any]) -> None:
-        retrying = Retrying(retry=retry_if_exception(is_throttle), wait=wait_random_exponential(0.02, 1.0),
-                            stop=stop_after_delay(5.0), reraise=True)
-        retrying(client.put_item, TableName=table, Item=item)
-
-    return write
+def default_writer(client: Any, table: str, item: dict[str, Any]) -> None:
+    """The reference app write: put_item retried with tenacity (full-jitter exponential backoff, 5 s budget)
+    on throttling errors only."""
+    retrying = Retrying(retry=retry_if_exception(is_throttle), wait=wait_random_exponential(0.02, 1.0),
+                        stop=stop_after_delay(5.0), reraise=True)
+    retrying(client.put_item, TableName=table, Item=item)
 
 
 def test_dynamodb_throttling(drill: Any, aws: Any, dynamodb_table: Any, dynamodb_drill_writer: Any) -> None:

@@ -15,6 +15,7 @@ Point it at your service by overriding two fixtures in your conftest.py::
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
@@ -49,6 +50,20 @@ class NetworkThresholds(Thresholds):
     max_probe_latency: float | None = _limit(SECONDS, 1.5, "slowest single probe (a hang is a failure)")
 
 
+@contextlib.contextmanager
+def echo_server(host: str) -> Iterator[str]:
+    """A TCP echo server on ``host`` (the default endpoint under test): yields HOST:PORT."""
+    server = _EchoServer((host, 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    bound_host, port = server.socket.getsockname()[:2]
+    try:
+        yield f"{bound_host}:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class _Echo(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         while data := self.request.recv(65536):
@@ -60,19 +75,7 @@ class _EchoServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
-@pytest.fixture
-def network_drill_upstream(dbdrill_stack: Any) -> Iterator[str]:
-    """The endpoint under test (HOST:PORT). Default: an echo server on a loopback address of its own."""
-    server = _EchoServer((dbdrill_stack.hosts.allocate(), 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    host, port = server.socket.getsockname()[:2]
-    yield f"{host}:{port}"
-    server.shutdown()
-    server.server_close()
-
-
-class _EchoClient:
+class EchoClient:
     """Keeps one connection, as a pooled client would; reconnects after an error."""
 
     def __init__(self) -> None:
@@ -92,12 +95,6 @@ class _EchoClient:
                 self.sock.close()
             self.sock = None
             raise
-
-
-@pytest.fixture
-def network_drill_probe() -> Callable[[str, int], Any]:
-    """One request of the client under test: ``probe(host, port)``; raise on failure."""
-    return _EchoClient()
 
 
 def test_network_faults(drill: Any, proxies: Any, network_drill_upstream: str,

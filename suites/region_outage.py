@@ -14,7 +14,7 @@ The drill runs with the emulator's environment applied (AWS_ENDPOINT_URL, dummy 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -68,12 +68,6 @@ class FailoverApp:
             # This write failed; the next one goes to the next region.
             self.current = (self.current + 1) % len(self.clients)
             raise
-
-
-@pytest.fixture
-def region_drill_app() -> Callable[[Sequence[str]], Any]:
-    """``factory(regions) -> app`` with ``app.put(key)`` and ``app.region``. Default: FailoverApp."""
-    return FailoverApp
 
 
 def test_region_outage(drill: Any, aws: Any, aws_env: Any, dynamodb_table: Any, region_drill_app: Any) -> None:

@@ -55,25 +55,17 @@ def _expires(item: dict[str, Any] | None) -> float | None:
     return float(value["N"] if isinstance(value, dict) else value)
 
 
-@pytest.fixture
-def ttl_drill_reader() -> Callable[[Any, str, str], dict[str, Any] | None]:
-    """The app's read: ``reader(client, table, key) -> item or None``. The default filters items past their
-    TTL, as AWS tells apps to."""
-
-    def read(client: Any, table: str, key: str) -> dict[str, Any] | None:
-        item = client.get_item(TableName=table, Key={"pk": {"S": key}}, ConsistentRead=True).get("Item")
-        exp = _expires(item)
-        if exp is not None and exp <= time.time():
-            return None
-        return item
-
-    return read
+def default_reader(client: Any, table: str, key: str) -> dict[str, Any] | None:
+    """The reference app read: filters items past their TTL, as AWS tells apps to."""
+    item = client.get_item(TableName=table, Key={"pk": {"S": key}}, ConsistentRead=True).get("Item")
+    exp = _expires(item)
+    if exp is not None and exp <= time.time():
+        return None
+    return item
 
 
-@pytest.fixture
-def ttl_drill_stream_handler() -> tuple[Callable[[dict[str, Any]], None], Callable[[], list[str]]]:
-    """``(handler, archived)``: the Lambda handler fed with the table's stream, and a function returning the
-    keys it archived. The default archives items deleted by TTL (Service identity) and ignores user deletes."""
+def default_stream_handler() -> tuple[Callable[[dict[str, Any]], None], Callable[[], list[str]]]:
+    """The reference archiver: archives items deleted by TTL (Service identity), ignores user deletes."""
     archived: list[str] = []
 
     def handler(event: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ pytest_plugins = [
     "harness.plugin.dns",
     "harness.plugin.rds",
     "harness.plugin.drills",
+    "suites.defaults",
 ]
 
 _SETTINGS_KEY = pytest.StashKey[Settings]()
