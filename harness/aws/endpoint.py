@@ -82,6 +82,7 @@ class AwsEndpoint:
         self._backend_dicts: dict[str, Any] = {}
         self._backend_cache: dict[tuple[str, str], tuple[int, Any]] = {}
         self.started_in: float | None = None
+        self._patched = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> AwsEndpoint:
@@ -93,9 +94,13 @@ class AwsEndpoint:
 
         profile = self.settings.time_profile
         ttl_delay = self.settings.ttl_delay if self.settings.ttl_delay is not None else default_ttl_delay(profile)
+        from harness.aws import motoapp
+
+        motoapp.install_speedups()
         patches.install()
         patches.set_clock(self.clock.time)
         guard.install()
+        self._patched = True
         try:
             self.app = AwsApp(MotoApp(), self.lock)
             self._dynamodb = DynamoDBBehaviours(
@@ -134,8 +139,13 @@ class AwsEndpoint:
         if self._dynamodb is not None:
             self._dynamodb.stop()
             self._dynamodb = None
-        guard.uninstall()
-        patches.uninstall()
+        if self._patched:
+            from harness.aws import motoapp
+
+            self._patched = False
+            guard.uninstall()
+            patches.uninstall()
+            motoapp.uninstall_speedups()
 
     def reset(self) -> None:
         """Forget all AWS state, fault rules, region cuts and DynamoDB behaviour state (between tests)."""

@@ -7,12 +7,15 @@ import base64
 import functools
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-_speedups_done = False
+_speedups_lock = threading.Lock()
+_installed = 0
+_saved: list[tuple[Any, str, Any]] = []
 
 
 def _request_id(headerdict: dict[str, Any] | None = None) -> str:
@@ -79,42 +82,66 @@ def _json_parser_class() -> Any:
     return DynamoDBParser
 
 
-def _install_speedups() -> None:
-    global _speedups_done
-    if _speedups_done:
-        return
+def install_speedups() -> None:
+    """Patch moto for speed while an endpoint runs (counted; the last ``uninstall_speedups`` restores moto)."""
+    global _installed
     import moto.core.responses as responses
     from moto.core import serialize
     from moto.core.base_backend import BackendDict
 
-    original_reset = BackendDict.reset.__func__  # type: ignore[attr-defined]
+    with _speedups_lock:
+        _installed += 1
+        if _installed > 1:
+            return
+        original_reset = BackendDict.reset.__func__  # type: ignore[attr-defined]
 
-    def reset(cls: Any) -> None:
-        global _generation
-        _generation += 1
-        original_reset(cls)
+        def reset(cls: Any) -> None:
+            global _generation
+            _generation += 1
+            original_reset(cls)
 
-    BackendDict.reset = classmethod(reset)  # type: ignore[assignment,method-assign]
+        class DynamoDBSerializer(serialize.JSONSerializer):
+            """Attribute values are already in wire form: copy them instead of walking the union shape."""
 
-    # moto lists a handler class's methods with inspect.getmembers on every request; the list never changes.
-    responses.method_names_from_class = functools.lru_cache(maxsize=None)(responses.method_names_from_class)
-    responses.gen_amzn_requestid_long = _request_id
+            def _serialize_type_structure(self, serialized: Any, value: Any, shape: Any, key: str) -> None:
+                if shape.name == "AttributeValue" and isinstance(value, dict) and len(value) == 1:
+                    try:
+                        self._default_serialize(serialized, _attribute_value(value), shape, key)
+                        return
+                    except (AttributeError, TypeError, ValueError):
+                        pass
+                super()._serialize_type_structure(serialized, value, shape, key)
 
-    class DynamoDBSerializer(serialize.JSONSerializer):
-        """Attribute values are already in wire form: copy them instead of walking the union shape."""
+        _saved.append((BackendDict, "reset", BackendDict.__dict__["reset"]))
+        BackendDict.reset = classmethod(reset)  # type: ignore[assignment,method-assign]
+        # moto lists a handler class's methods with inspect.getmembers on every request; they never change.
+        _saved.append((responses, "method_names_from_class", responses.method_names_from_class))
+        responses.method_names_from_class = functools.lru_cache(maxsize=None)(responses.method_names_from_class)
+        _saved.append((responses, "gen_amzn_requestid_long", responses.gen_amzn_requestid_long))
+        responses.gen_amzn_requestid_long = _request_id
+        for service in ("dynamodb", "dynamodbstreams"):
+            table = serialize.SERVICE_SPECIFIC_SERIALIZERS.setdefault(service, {})
+            _saved.append((table, "json", table.get("json")))
+            table["json"] = DynamoDBSerializer
 
-        def _serialize_type_structure(self, serialized: Any, value: Any, shape: Any, key: str) -> None:
-            if shape.name == "AttributeValue" and isinstance(value, dict) and len(value) == 1:
-                try:
-                    self._default_serialize(serialized, _attribute_value(value), shape, key)
-                    return
-                except (AttributeError, TypeError, ValueError):
-                    pass
-            super()._serialize_type_structure(serialized, value, shape, key)
 
-    for service in ("dynamodb", "dynamodbstreams"):
-        serialize.SERVICE_SPECIFIC_SERIALIZERS.setdefault(service, {})["json"] = DynamoDBSerializer
-    _speedups_done = True
+def uninstall_speedups() -> None:
+    global _installed
+    with _speedups_lock:
+        if _installed == 0:
+            return
+        _installed -= 1
+        if _installed:
+            return
+        for owner, name, original in reversed(_saved):
+            if isinstance(owner, dict):
+                if original is None:
+                    owner.pop(name, None)
+                else:
+                    owner[name] = original
+            else:
+                setattr(owner, name, original)
+        _saved.clear()
 
 
 def _lean_handler(handler_cls: Any) -> Any:
@@ -174,7 +201,6 @@ class MotoApp:
         from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        _install_speedups()
         self._dispatcher = DomainDispatcherApplication(create_backend_app)
         original = self._dispatcher.get_backend_for_host
         cache: dict[str | None, Any] = {}
