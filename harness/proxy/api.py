@@ -96,6 +96,10 @@ class Api:
                 return await handler(*args, body)
         except ApiError as exc:
             return self.error(exc)
+        except Exception as exc:
+            # As Toxiproxy: an error without a status is a 500; the server goes on.
+            logger.exception("%s %s failed", method, path)
+            return self.error(ApiError(f"{type(exc).__name__}: {exc}", 500))
 
     @staticmethod
     def error(exc: ApiError) -> Response:

@@ -2,6 +2,7 @@
 bodies, through raw HTTP, toxiproxy-python's own objects and our wrapper; the server survives bad input."""
 from __future__ import annotations
 
+import json
 import socket
 from typing import Any
 
@@ -314,3 +315,16 @@ def test_a_proxy_carries_data_both_ways_in_order(echo_proxy: dict[str, Any]) -> 
         assert recv_exact(sock, 1000) == payload[:1000]
         sock.sendall(payload)
         assert recv_exact(sock, len(payload)) == payload
+
+
+def test_chunked_request_bodies(proxy_server: ProxyServer, echo: EchoServer) -> None:
+    body = json.dumps({"name": "chunky", "listen": "127.0.0.1:0", "upstream": echo.address}).encode()
+    with socket.create_connection((proxy_server.host, proxy_server.port), timeout=5) as sock:
+        parts = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:10], body[10:]))
+        sock.sendall(b"POST /proxies HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                     + parts + b"0\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 201 Created")
+    assert api(proxy_server, "GET", "/proxies/chunky").json()["upstream"] == echo.address
