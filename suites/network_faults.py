@@ -76,24 +76,25 @@ class _EchoServer(socketserver.ThreadingTCPServer):
 
 
 class EchoClient:
-    """Keeps one connection, as a pooled client would; reconnects after an error."""
+    """Keeps one connection per thread, as a pooled client would; reconnects after an error."""
 
     def __init__(self) -> None:
-        self.sock: socket.socket | None = None
+        self._local = threading.local()
 
     def __call__(self, host: str, port: int) -> bytes:
+        sock: socket.socket | None = getattr(self._local, "sock", None)
         try:
-            if self.sock is None:
-                self.sock = socket.create_connection((host, port), timeout=1.0)
-            self.sock.sendall(b"ping\n")
-            data = self.sock.recv(64)
+            if sock is None:
+                sock = self._local.sock = socket.create_connection((host, port), timeout=1.0)
+            sock.sendall(b"ping\n")
+            data = sock.recv(64)
             if not data:
                 raise ConnectionResetError("connection closed by the peer")
             return data
         except OSError:
-            if self.sock is not None:
-                self.sock.close()
-            self.sock = None
+            if sock is not None:
+                sock.close()
+            self._local.sock = None
             raise
 
 

@@ -46,8 +46,10 @@ def fis_validate(template: Path) -> None:
                    "traffic during the experiment.")
 @click.option("--time-scale", type=float, default=0.01, show_default=True,
               help="Multiply every duration (0.01: PT5M lasts 3 s).")
+@click.option("--settle", type=float, default=1.0, show_default=True,
+              help="Seconds the workload goes on after the experiment, so recovery is observed.")
 @click.option("--report-dir", type=click.Path(path_type=Path), default=Path("dbdrill-reports"), show_default=True)
-def fis_run(template: Path, setup: Path | None, time_scale: float, report_dir: Path) -> None:
+def fis_run(template: Path, setup: Path | None, time_scale: float, settle: float, report_dir: Path) -> None:
     """Run TEMPLATE on a fresh embedded stack; write a journal and report; exit 1 if it did not complete."""
     from harness.stack import Stack
     from suites.checkers import check_all
@@ -75,6 +77,8 @@ def fis_run(template: Path, setup: Path | None, time_scale: float, report_dir: P
                 worker.start()
             started = time.time()
             record = runner.run()
+            if worker is not None:
+                stop.wait(settle)
             stop.set()
             if worker is not None:
                 worker.join(30)
@@ -92,5 +96,6 @@ def fis_run(template: Path, setup: Path | None, time_scale: float, report_dir: P
     click.echo(json.dumps({"experiment": record.id, "state": record.state, "reason": record.reason,
                            "actions": {n: {"state": a.state, "start": a.start, "end": a.end}
                                        for n, a in record.actions.items()}}, indent=2))
+    click.echo(f"verdict: {journal.verdict}: {journal.message}")
     click.echo(f"report: {files.html}")
     raise SystemExit(0 if journal.verdict == "pass" else 1)
