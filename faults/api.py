@@ -63,7 +63,7 @@ class ApiFault(Fault):
             raise FaultError("no emulated AWS endpoint is running: use the `aws` fixture (or stack.aws) first, "
                              "or pass endpoint=", fault=self)
         rule = self._check(endpoint)
-        endpoint._app().add_rule(rule)
+        endpoint.add_fault_rule(rule)
         self.rule = rule
         self._endpoint = endpoint
 

@@ -158,8 +158,7 @@ class AwsEndpoint:
             BackendDict.reset()
             reset_model_data()
         if self.app is not None:
-            self.app.clear_rules()
-            self.app.clear_cuts()
+            self.clear_faults()
 
     def __enter__(self) -> AwsEndpoint:
         return self
@@ -300,9 +299,11 @@ class AwsEndpoint:
             raise ServiceError("the AWS endpoint is not running: start() it (or use stack.aws)", obj=self)
         return self.app
 
-    def add_fault_rule(self, service: str, kind: str = "error", **options: Any) -> FaultRule:
-        """Add an API fault rule (see ``make_rule``); HarnessError for bad input, nothing added then."""
-        rule = make_rule(service, kind, known_regions=self.regions, **options)
+    def add_fault_rule(self, service: str | FaultRule, kind: str = "error", **options: Any) -> FaultRule:
+        """Add an API fault rule: a ready ``FaultRule``, or one made by ``make_rule(service, kind, **options)``
+        (HarnessError for bad input, nothing added then)."""
+        rule = service if isinstance(service, FaultRule) else make_rule(service, kind, known_regions=self.regions,
+                                                                        **options)
         self._app().add_rule(rule)
         return rule
 
@@ -311,6 +312,11 @@ class AwsEndpoint:
 
     def fault_rules(self) -> list[FaultRule]:
         return self._app().rules()
+
+    def clear_faults(self) -> None:
+        """Drop every API fault rule and region cut (the fault objects themselves are healed by heal_all)."""
+        self._app().clear_rules()
+        self._app().clear_cuts()
 
     def cut_region(self, region: str, mode: str = "refuse") -> int:
         """Make the server itself refuse (RST) or blackhole every request signed for ``region``."""

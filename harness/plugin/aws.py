@@ -33,8 +33,7 @@ def aws(request: pytest.FixtureRequest, aws_endpoint: AwsEndpoint, dbdrill_setti
     keep = dbdrill_settings.keep_state or request.node.get_closest_marker("dbdrill_keep_state") is not None
     if keep:
         # Faults never outlive their test; handlers close over test-local objects.
-        aws_endpoint._app().clear_rules()
-        aws_endpoint._app().clear_cuts()
+        aws_endpoint.clear_faults()
         aws_endpoint.dynamodb.streams.stop()
     else:
         aws_endpoint.reset()
