@@ -165,6 +165,10 @@ class Slicer(ToxicFault):
     kind = "network-slicer"
 
 
+class SlowConnect(ToxicFault):
+    kind = "network-slow-connect"
+
+
 class Partition(ProxyFault):
     """The proxies disabled: new connections are refused and open ones dropped. Healing enables the ones this
     fault disabled (same address and port)."""
@@ -263,6 +267,13 @@ def slicer(proxy: Proxies, average_size: int, size_variation: int = 0, delay_us:
              "size_variation": _whole(Slicer.kind, "size_variation", size_variation, "bytes"),
              "delay": _whole(Slicer.kind, "delay_us", delay_us, "microseconds")}
     return Slicer(proxy, "slicer", attrs, stream=stream, client=client)
+
+
+def slow_connect(proxy: Proxies, ms: float, *, client: ToxiproxyClient | None = None) -> SlowConnect:
+    """New connections are accepted but reach the upstream ``ms`` late (dbdrill's proxy only: Toxiproxy has
+    no such toxic)."""
+    delay = _whole(SlowConnect.kind, "ms", ms, "milliseconds")
+    return SlowConnect(proxy, "slow_connect", {"delay": delay}, stream="upstream", client=client)
 
 
 def toxic(proxy: Proxies, type: str, *, stream: str = "downstream", toxicity: float = 1.0,

@@ -320,6 +320,10 @@ class Connection:
 
     async def _connect(self) -> None:
         host, port = self.proxy.upstream_address()
+        delay = sum(spec.toxic.attrs["delay"] for spec in self.proxy.toxics() if spec.type == "slow_connect"
+                    and (spec.toxicity >= 1.0 or random.random() < spec.toxicity))
+        if delay:
+            await asyncio.sleep(delay / 1000)
         try:
             await asyncio.wait_for(self.loop.create_connection(lambda: self.upstream, host, port), CONNECT_TIMEOUT)
         except (TimeoutError, OSError) as exc:

@@ -292,8 +292,17 @@ class LimitData(Toxic):
                 return
 
 
+class SlowConnect(Toxic):
+    """Not in Toxiproxy: each new connection waits ``delay`` ms before the proxy dials the upstream, so the
+    client's connect succeeds but the server's first word comes late. Open connections are not affected."""
+
+    type = "slow_connect"
+    schema = (Attr("delay", "milliseconds"),)
+    passthrough = True
+
+
 TYPES: dict[str, type[Toxic]] = {t.type: t for t in (Noop, Latency, Bandwidth, SlowClose, Timeout, ResetPeer,
-                                                      Slicer, LimitData)}
+                                                      Slicer, LimitData, SlowConnect)}
 
 
 def _int_value(toxic_type: str, attr: Attr, value: Any) -> int:

@@ -214,3 +214,9 @@ def test_reset_peer_on_connect_refused_proxy_is_reported(client: ToxiproxyClient
     listen = client.create_proxy("dead", "127.0.0.1:0", dead)["listen"]
     with network.latency("dead", 10, client=client), connect(listen) as conn:
         assert closed_by_peer(conn)
+
+
+def test_slow_connect_fault(client: ToxiproxyClient, echo_proxy: dict[str, Any]) -> None:
+    with network.slow_connect("echo", 150, client=client):
+        assert 0.15 <= round_trip(echo_proxy["listen"]) < 1.0
+    assert round_trip(echo_proxy["listen"]) < 0.1

@@ -341,3 +341,18 @@ def test_toxicity_bounds_hold(client: ToxiproxyClient, echo_proxy: dict[str, Any
     client.update_toxic("echo", "latency_downstream", toxicity=1.0)
     assert all(round_trip(echo_proxy["listen"]) >= 0.08 for _ in range(3))
     assert math.isclose(client.toxics("echo")[0]["toxicity"], 1.0)
+
+
+def test_slow_connect_delays_new_connections_only(client: ToxiproxyClient, echo_proxy: dict[str, Any]) -> None:
+    listen = echo_proxy["listen"]
+    with connect(listen) as old:
+        old.sendall(b"o")
+        recv_exact(old, 1)
+        client.add_toxic("echo", "slow_connect", {"delay": 200}, stream="upstream")
+        assert 0.2 <= round_trip(listen) < 1.0
+        t0 = time.perf_counter()
+        old.sendall(b"o")
+        recv_exact(old, 1)
+        assert time.perf_counter() - t0 < 0.1
+    client.remove_toxic("echo", "slow_connect_upstream")
+    assert round_trip(listen) < 0.1
