@@ -5,7 +5,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests  # noqa: F401
 from botocore.config import Config
+
+# requests (the fault proxy's client uses it) is loaded here, before any in-process pytester run takes its
+# snapshot of sys.modules: otherwise the second inner run re-imports it next to objects of the first import
+# and requests fails with "You can only merge into CookieJar".
 
 
 @pytest.fixture
