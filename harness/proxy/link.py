@@ -8,6 +8,7 @@ import logging
 import random
 import socket
 import struct
+import sys
 import threading
 from collections import deque
 from typing import TYPE_CHECKING
@@ -28,6 +29,8 @@ READ_SIZE = 1024 * 1024
 SEND_BUFFER = 4 * 1024 * 1024
 # Per thread, so per event loop: a loop handles one read at a time.
 _local = threading.local()
+# Python 3.11's transports copy what they cannot send at once; later ones keep a view of it.
+_TRANSPORT_COPIES = sys.version_info < (3, 12)
 _LINGER_RST = struct.pack("ii", 1, 0)
 
 
@@ -180,6 +183,9 @@ class Link:
         stages = self.stages
         if not stages:
             self.dest.write(data)
+            if not _TRANSPORT_COPIES and self.dest.get_write_buffer_size():
+                # The transport kept a view of the read buffer: the next read needs a fresh one.
+                _local.buffer = None
             return
         now = self.loop.time()
         first = stages[0]

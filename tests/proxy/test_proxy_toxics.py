@@ -356,3 +356,39 @@ def test_slow_connect_delays_new_connections_only(client: ToxiproxyClient, echo_
         assert time.perf_counter() - t0 < 0.1
     client.remove_toxic("echo", "slow_connect_upstream")
     assert round_trip(listen) < 0.1
+
+
+def test_bulk_data_arrives_intact_through_a_slow_reader(client: ToxiproxyClient) -> None:
+    """The straight-through path reuses its read buffer: what the destination cannot take at once must be
+    kept intact (a slow reader forces partial sends)."""
+    import hashlib
+    import os
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    got: dict[str, Any] = {}
+
+    def sink() -> None:
+        conn, _ = srv.accept()
+        digest, n = hashlib.sha256(), 0
+        with conn:
+            while data := conn.recv(1 << 16):
+                digest.update(data)
+                n += len(data)
+                if n % (1 << 20) < len(data):
+                    time.sleep(0.005)
+        got.update(digest=digest.hexdigest(), n=n)
+
+    thread = threading.Thread(target=sink, daemon=True)
+    thread.start()
+    listen = client.create_proxy("bulk", "127.0.0.1:0", f"127.0.0.1:{srv.getsockname()[1]}")["listen"]
+    block, digest, total = os.urandom(1 << 20), hashlib.sha256(), 0
+    with connect(listen, timeout=30) as sock:
+        for i in range(48):
+            data = block[i:] + block[:i]
+            sock.sendall(data)
+            digest.update(data)
+            total += len(data)
+        sock.shutdown(socket.SHUT_WR)
+        thread.join(30)
+    srv.close()
+    assert got == {"digest": digest.hexdigest(), "n": total}
