@@ -158,3 +158,15 @@ def test_unreachable_server_says_so() -> None:
     with pytest.raises(ToxiproxyError, match="Is the server running") as info:
         ToxiproxyClient(f"http://127.0.0.1:{port}").version()
     assert info.value.status == 0
+
+
+def test_server_on_a_busy_port_fails_to_start_with_the_fix() -> None:
+    from harness.errors import ServiceError
+
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        server = ProxyServer(port=port)
+        with pytest.raises(ServiceError, match=f"cannot listen on 127.0.0.1:{port}.*Pick another --port"):
+            server.start()
+    with pytest.raises(ServiceError, match="not running"):
+        _ = server.url
