@@ -86,8 +86,8 @@ class Api:
         if route is None:
             return 404, b"404 page not found\n", "text/plain; charset=utf-8"
         handlers, args = route
-        if method == "PATCH" and "POST" in handlers:
-            method = "POST"
+        if method == "PATCH" and len(parts) in (2, 4):
+            method = "POST"  # PATCH is the newer spelling of a proxy or toxic update
         handler = handlers.get(method)
         if handler is None:
             return 405, b"", "text/plain; charset=utf-8"
