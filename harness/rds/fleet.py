@@ -47,6 +47,8 @@ class Host:
     upstream: Host | None = None
     link_proxy: str | None = None
     link_address: str | None = None
+    proxy_upstream: tuple[str, int] | None = None
+    frozen: PgCluster | None = None  # the fenced old server, SIGSTOPped: its connections hang, not close
     client_cuts: set[str] = field(default_factory=set)
     net_cuts: set[str] = field(default_factory=set)
     link_paused: bool = False
@@ -105,6 +107,23 @@ class Instance:
         return f"<Instance {self.region}/{self.identifier} {self.status} primary={self.primary.name}>"
 
 
+class Sink:
+    """Holds a down server's address while its host is cut off: connections the blackholed proxy makes upstream
+    are accepted by the kernel (never read, never answered), so clients of a fenced host hang instead of being
+    turned away because the server behind it is gone. Listening without accepting needs no thread."""
+
+    def __init__(self, host: str, port: int) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(512)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class Fleet:
     """Hosts, proxies, DNS records and the replication topology of every emulated DB instance."""
 
@@ -120,14 +139,17 @@ class Fleet:
         self._hosts_lock = threading.Lock()
         self.sleep: Callable[[float], object] = time.sleep  # the reconciler makes it end early on stop
         self.dns_ttl = DNS_TTL
+        self._sinks: dict[str, Sink] = {}
 
     # -- hosts ---------------------------------------------------------------------------------------------
     def _name(self, identifier: str) -> str:
         return f"{identifier}-{next(self._ids)}"
 
-    def _proxy(self, name: str, listen: str, target: PgCluster) -> None:
-        self.proxies.create_proxy(name, listen=listen, upstream=f"{target.host}:{target.port}")
-        self._cut_state[name] = False
+    def _proxy(self, host: Host) -> None:
+        host.proxy_upstream = (host.cluster.host, host.cluster.port)
+        self.proxies.create_proxy(host.proxy, listen=f"{host.address}:{host.port}",
+                                  upstream=f"{host.cluster.host}:{host.cluster.port}")
+        self._cut_state[host.proxy] = False
 
     def new_primary(self, region: str, az: str, identifier: str, *, port: int = PORT, auth: str = "scram-sha-256",
                     user: str, password: str, db_name: str) -> Host:
@@ -137,7 +159,7 @@ class Fleet:
         host = Host(name, region, az, cluster, self.allocate(f"rds-{region}-{name}"), port, f"rds-{region}-{name}")
         try:
             cluster.create_master(user, password, db_name)
-            self._proxy(host.proxy, f"{host.address}:{port}", cluster)
+            self._proxy(host)
         except BaseException:
             self.remove_host(host)
             raise
@@ -160,7 +182,7 @@ class Fleet:
             if sync:
                 repl.set_sync_standbys(source.cluster, [cluster.name])
             repl.wait_streaming(source.cluster, cluster, timeout=30, sync=sync)
-            self._proxy(host.proxy, f"{host.address}:{port}", cluster)
+            self._proxy(host)
         except BaseException:
             self.remove_host(host)
             raise
@@ -197,6 +219,8 @@ class Fleet:
         host.upstream = None
 
     def remove_host(self, host: Host) -> None:
+        self.thaw(host)
+        self.unpark(host)
         self.unlink(host)
         with contextlib.suppress(Exception):
             self.proxies.delete_proxy(host.proxy)
@@ -205,6 +229,51 @@ class Fleet:
         with self._hosts_lock:
             if host in self.hosts:
                 self.hosts.remove(host)
+
+    def park(self, host: Host) -> None:
+        """The host's server is down while its proxy is cut: hold the address the proxy points at (see Sink).
+        A server started again later gets a new address (``move``), so the sink can stay until ``serve``."""
+        addr = host.proxy_upstream
+        if addr is None or host.name in self._sinks or host.cluster.running():
+            return
+        try:
+            self._sinks[host.name] = Sink(*addr)
+        except OSError:
+            logger.exception("cannot hold the address of %s while it is down", host.name)
+
+    def fresh_server(self, host: Host) -> None:
+        """A host whose old server is frozen or whose address is held by a sink gets a new server (own
+        directory and address) for its rebuild; the proxy keeps pointing at the old one until ``serve``."""
+        if host.frozen is None and host.name not in self._sinks:
+            return
+        if host.frozen is None:
+            self.engine.drop(host.cluster)
+        name = f"{host.name}-{next(self._ids)}"
+        _, root = self.engine.new_root(name)
+        host.cluster = self.engine.register(
+            PgCluster(self.engine, name, root, self.allocate(f"pg-{host.region}-{name}")))
+
+    def serve(self, host: Host) -> None:
+        """The host's proxy reaches its current server: repointed if the server changed (which drops the
+        connections hanging on the proxy, as a host coming back does), the frozen old server and the sink go."""
+        addr = (host.cluster.host, host.cluster.port)
+        if host.proxy_upstream != addr:
+            self.proxies.update_proxy(host.proxy, upstream=f"{addr[0]}:{addr[1]}")
+            host.proxy_upstream = addr
+        self.thaw(host)
+        self.unpark(host)
+
+    def thaw(self, host: Host) -> None:
+        """End the frozen old server (SIGKILL reaches stopped processes) and delete it."""
+        frozen, host.frozen = host.frozen, None
+        if frozen is not None:
+            frozen.kill()
+            self.engine.drop(frozen)
+
+    def unpark(self, host: Host) -> None:
+        sink = self._sinks.pop(host.name, None)
+        if sink is not None:
+            sink.close()
 
     # -- network cuts --------------------------------------------------------------------------------------
     def sync_cuts(self) -> None:
@@ -277,15 +346,16 @@ class Fleet:
         old.expected_down = True
         if crash or old.net_cuts:
             old.cluster.kill()
+            self.park(old)
         else:
-            try:
-                old.cluster.stop("fast", timeout=10)
-            except Exception:
-                logger.exception("stopping the old primary %s failed; killing it", old.name)
-                old.cluster.kill()
+            # Fenced, not shut down: a shutdown would close its connections, and a fenced AWS host's clients
+            # see nothing at all. Acknowledged commits are on the synchronous standby already.
+            old.cluster.freeze()
+            old.frozen = old.cluster
         if delay > 0:
             self.sleep(delay)
         repl.promote(new.cluster)
+        self.serve(new)
         repl.set_sync_standbys(new.cluster, [])
         self.unlink(new)
         new.role = "primary"
@@ -320,6 +390,7 @@ class Fleet:
         primary = inst.primary
         old.role = "standby"
         old.expected_down = True
+        self.fresh_server(old)
         self._link(old, primary)
         repl.clone_into(old.cluster, primary.cluster, upstream=(str(old.link_address), PORT))
         repl.set_sync_standbys(primary.cluster, [old.cluster.name])

@@ -175,6 +175,12 @@ class PgCluster:
         if self.executor is not None:
             self.executor.stop(sig=sig, timeout=timeout)
 
+    def freeze(self) -> None:
+        """Stop every process of the server in its tracks (SIGSTOP to the group): its sockets stay open and
+        nothing answers, as on a host that dropped off the network mid-flight. ``kill`` ends it."""
+        if self.executor is not None:
+            self.executor.signal(signal.SIGSTOP)
+
     def kill(self) -> None:
         """Crash: SIGKILL the postmaster and every backend at once."""
         if self.executor is not None:

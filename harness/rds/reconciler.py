@@ -375,6 +375,7 @@ class RdsReconciler:
         repl.set_sync_standbys(inst.primary.cluster, [])
         standby.expected_down = True
         standby.cluster.kill()
+        self.fleet.park(standby)
         inst.standby = None
         inst.lost_hosts.append(standby)
 
@@ -403,8 +404,9 @@ class RdsReconciler:
     def pause_replication(self, identifier: str, paused: bool = True, region: str | None = None) -> None:
         """Cut (or restore) the replica's replication link: no WAL arrives, the replica goes stale."""
         inst = self.instance(identifier, region)
-        if inst.source is None:
+        if inst.source is None and paused:
             raise HarnessError(f"{identifier} is not a read replica: nothing to pause", obj=inst)
+        # Resuming a replica promoted meanwhile is a no-op: its replication is gone for good.
         inst.primary.link_paused = paused
         self.fleet.sync_cuts()
 
