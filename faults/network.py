@@ -169,6 +169,10 @@ class SlowConnect(ToxicFault):
     kind = "network-slow-connect"
 
 
+class Drop(ToxicFault):
+    kind = "network-drop"
+
+
 class Partition(ProxyFault):
     """The proxies disabled: new connections are refused and open ones dropped. Healing enables the ones this
     fault disabled (same address and port)."""
@@ -274,6 +278,17 @@ def slow_connect(proxy: Proxies, ms: float, *, client: ToxiproxyClient | None = 
     no such toxic)."""
     delay = _whole(SlowConnect.kind, "ms", ms, "milliseconds")
     return SlowConnect(proxy, "slow_connect", {"delay": delay}, stream="upstream", client=client)
+
+
+def drop(proxy: Proxies, percent: float, rto_ms: float = 200, stream: str = "downstream", *,
+         client: ToxiproxyClient | None = None) -> Drop:
+    """Packet loss as TCP lives it: ``percent`` % of chunks arrive a retransmission timeout (``rto_ms``, doubling
+    on repeated loss) late; nothing is lost or reordered (dbdrill's proxy only)."""
+    attrs = {"percent": _whole(Drop.kind, "percent", percent, "percent"),
+             "rto": _whole(Drop.kind, "rto_ms", rto_ms, "milliseconds", minimum=1)}
+    if attrs["percent"] > 100:
+        raise FaultError(f"{Drop.kind}: percent must be between 0 and 100, got {percent!r}")
+    return Drop(proxy, "drop", attrs, stream=stream, client=client)
 
 
 def toxic(proxy: Proxies, type: str, *, stream: str = "downstream", toxicity: float = 1.0,

@@ -66,6 +66,8 @@ class Attr:
     name: str
     unit: str
     minimum: int = 0
+    maximum: int | None = None
+    default: int = 0
 
 
 class Toxic:
@@ -301,8 +303,37 @@ class SlowConnect(Toxic):
     passthrough = True
 
 
+class Drop(Toxic):
+    """Not in Toxiproxy: packet loss as a TCP peer lives it. Each chunk is lost with ``percent`` % chance and
+    arrives after a retransmission timeout (``rto`` ms, doubling while the same chunk keeps being lost, at
+    most 6 times), so the stream stalls now and then but stays whole and in order."""
+
+    type = "drop"
+    schema = (Attr("percent", "percent of chunks", maximum=100), Attr("rto", "milliseconds", minimum=1, default=200))
+    MAX_RETRIES = 6
+
+    async def pipe(self, stage: Stage) -> None:
+        loop = stage.loop
+        loss, rto = self.attrs["percent"] / 100, self.attrs["rto"] / 1000
+        while True:
+            item = await stage.recv()
+            if isinstance(item, Chunk):
+                wait, backoff = 0.0, rto
+                for _ in range(self.MAX_RETRIES):
+                    if random.random() >= loss:
+                        break
+                    wait += backoff
+                    backoff *= 2
+                if wait:
+                    await asyncio.sleep(wait)
+                    item.ts = max(item.ts, loop.time())
+            stage.forward(item)
+            if isinstance(item, Marker):
+                return
+
+
 TYPES: dict[str, type[Toxic]] = {t.type: t for t in (Noop, Latency, Bandwidth, SlowClose, Timeout, ResetPeer,
-                                                      Slicer, LimitData, SlowConnect)}
+                                                      Slicer, LimitData, SlowConnect, Drop)}
 
 
 def _int_value(toxic_type: str, attr: Attr, value: Any) -> int:
@@ -311,8 +342,10 @@ def _int_value(toxic_type: str, attr: Attr, value: Any) -> int:
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         raise bad_body(f"attribute {attr.name} of {toxic_type} must be a whole number ({attr.unit}), got {value!r}")
     number = int(value)
-    if number < attr.minimum:
+    if number < attr.minimum or (attr.maximum is not None and number > attr.maximum):
         bound = "> 0" if attr.minimum == 1 else f">= {attr.minimum}"
+        if attr.maximum is not None:
+            bound += f" and <= {attr.maximum}"
         raise ApiError(f"invalid toxic attributes: {toxic_type} {attr.name} must be {bound} ({attr.unit}), "
                        f"got {number}", 400)
     return number
@@ -334,7 +367,7 @@ def make_toxic(toxic_type: str, raw: Any, base: dict[str, int] | None = None) ->
         names = ", ".join(known) or "none"
         raise ApiError(f"invalid toxic attributes: unknown attribute {unknown[0]!r} for {toxic_type} "
                        f"(known: {names})", 400)
-    attrs = {a.name: (base or {}).get(a.name, 0) for a in cls.schema}
+    attrs = {a.name: (base or {}).get(a.name, a.default) for a in cls.schema}
     for name, value in raw.items():
         attrs[name] = _int_value(toxic_type, known[name], value)
     for attr in cls.schema:

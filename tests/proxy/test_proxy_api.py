@@ -173,6 +173,8 @@ def test_toxic_endpoints(proxy_server: ProxyServer, echo_proxy: dict[str, Any]) 
      "invalid toxic attributes: slicer average_size must be > 0 (bytes), got 0"),
     ({"type": "slicer", "name": "x", "attributes": {"average_size": 10, "size_variation": 10}}, 400,
      "invalid toxic attributes: slicer size_variation (10) must be smaller than average_size (10)"),
+    ({"type": "drop", "name": "x", "attributes": {"percent": 101}}, 400,
+     "invalid toxic attributes: drop percent must be >= 0 and <= 100 (percent of chunks), got 101"),
     ({"type": "timeout", "name": "x", "toxicity": 1.5}, 400,
      "invalid toxicity 1.5: must be between 0 and 1 (the share of connections affected)"),
     ({"type": "latency", "name": "x", "attributes": {"latency": "100"}}, 400,

@@ -220,3 +220,11 @@ def test_slow_connect_fault(client: ToxiproxyClient, echo_proxy: dict[str, Any])
     with network.slow_connect("echo", 150, client=client):
         assert 0.15 <= round_trip(echo_proxy["listen"]) < 1.0
     assert round_trip(echo_proxy["listen"]) < 0.1
+
+
+def test_drop_fault(client: ToxiproxyClient, echo_proxy: dict[str, Any]) -> None:
+    with pytest.raises(FaultError, match="percent must be between 0 and 100"):
+        network.drop("echo", 101)
+    with network.drop("echo", 100, rto_ms=10, client=client):
+        assert round_trip(echo_proxy["listen"]) >= 0.01 * 63  # lost 6 times: 10+20+...+320 ms
+    assert round_trip(echo_proxy["listen"]) < 0.1

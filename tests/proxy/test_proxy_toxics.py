@@ -392,3 +392,20 @@ def test_bulk_data_arrives_intact_through_a_slow_reader(client: ToxiproxyClient)
         thread.join(30)
     srv.close()
     assert got == {"digest": digest.hexdigest(), "n": total}
+
+
+def test_drop_stalls_some_chunks_like_tcp_retransmits(client: ToxiproxyClient, echo_proxy: dict[str, Any]) -> None:
+    """Half the chunks "lost": those arrive >= 20 ms (one retransmission timeout) late, the rest at once;
+    nothing is lost or reordered. 40 round trips: binomial bounds at ~4.4 sd."""
+    made = client.add_toxic("echo", "drop", {"percent": 50, "rto": 20})
+    assert made["attributes"] == {"percent": 50, "rto": 20}
+    assert client.add_toxic("echo", "drop", {"percent": 10}, name="d2")["attributes"]["rto"] == 200
+    client.remove_toxic("echo", "d2")
+    stalled = 0
+    with connect(echo_proxy["listen"]) as sock:
+        for i in range(40):
+            t0 = time.perf_counter()
+            sock.sendall(b"%02d" % i)
+            assert recv_exact(sock, 2) == b"%02d" % i
+            stalled += time.perf_counter() - t0 >= 0.02
+    assert 6 <= stalled <= 34, stalled
