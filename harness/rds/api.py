@@ -79,7 +79,9 @@ class RdsInterceptor:
             "CreateDBInstance": self.create, "CreateDBInstanceReadReplica": self.create_replica,
             "PromoteReadReplica": self.promote, "RebootDBInstance": self.reboot, "DeleteDBInstance": self.delete,
             "ModifyDBInstance": self.modify, "StopDBInstance": self.stop, "StartDBInstance": self.start,
-            "CreateEventSubscription": self.create_subscription,
+            "CreateEventSubscription": self.create_subscription, "ModifyEventSubscription": self.change_subscription,
+            "AddSourceIdentifierToSubscription": self.change_subscription,
+            "RemoveSourceIdentifierFromSubscription": self.change_subscription,
         }
 
     def applies(self, info: RequestInfo) -> bool:
@@ -443,3 +445,30 @@ class RdsInterceptor:
                 if sub is not None:
                     sub.enabled = True
         return response
+
+    def change_subscription(self, call: Call, p: dict[str, str], region: str) -> HttpResponse:
+        """ModifyEventSubscription and Add/RemoveSourceIdentifier...: moto lacks them; answered here."""
+        from harness.rds.events import subscription_response
+
+        action = str(call.info.operation)
+        name = p.get("SubscriptionName", "")
+        with self.rec.aws.lock:
+            sub = self.rec.aws.backend("rds", region).event_subscriptions.get(name)
+            if sub is None:
+                raise ApiError("SubscriptionNotFound", f"Subscription {name} not found.", 404)
+            if action == "ModifyEventSubscription":
+                categories = [v for k, v in sorted(p.items()) if k.startswith("EventCategories.")]
+                if p.get("SnsTopicArn"):
+                    sub.sns_topic_arn = p["SnsTopicArn"]
+                if p.get("SourceType"):
+                    sub.source_type = p["SourceType"]
+                if categories:
+                    sub.event_categories = categories
+                if "Enabled" in p:
+                    sub.enabled = bool(_flag(p, "Enabled"))
+            else:
+                source = p.get("SourceIdentifier", "")
+                ids = [i for i in sub.source_ids or [] if i != source]
+                sub.source_ids = [*ids, source] if action.startswith("Add") else ids
+            body = subscription_response(action, sub, self.rec.aws.account_id)
+        return HttpResponse(200, [("Content-Type", "text/xml")], body)

@@ -142,3 +142,29 @@ def matches(subscription: Any, event: RdsEvent) -> bool:
         return False
     categories = [str(c).lower() for c in getattr(subscription, "event_categories", None) or []]
     return not categories or any(c in categories for c in event.event_categories)
+
+
+def subscription_response(action: str, subscription: Any, account_id: str) -> bytes:
+    """The query-protocol answer of ``action`` (ModifyEventSubscription, AddSourceIdentifierToSubscription...)
+    carrying one EventSubscription: moto lacks these actions, dbdrill answers them itself."""
+    from xml.sax.saxutils import escape
+
+    from harness.aws.wire import new_request_id
+
+    def tag(name: str, value: Any) -> str:
+        return f"<{name}>{escape(str(value))}</{name}>" if value not in (None, "") else ""
+
+    created = getattr(subscription, "created_at", None)
+    ids = "".join(tag("SourceId", i) for i in subscription.source_ids or [])
+    cats = "".join(tag("EventCategory", c) for c in subscription.event_categories or [])
+    body = (tag("CustomerAwsId", account_id) + tag("CustSubscriptionId", subscription.subscription_name)
+            + tag("SnsTopicArn", subscription.sns_topic_arn) + tag("Status", subscription.status)
+            + tag("SubscriptionCreationTime", created.isoformat() if created else None)
+            + tag("SourceType", subscription.source_type)
+            + (f"<SourceIdsList>{ids}</SourceIdsList>" if ids else "")
+            + (f"<EventCategoriesList>{cats}</EventCategoriesList>" if cats else "")
+            + tag("Enabled", "true" if subscription.enabled else "false")
+            + tag("EventSubscriptionArn", subscription.arn))
+    return (f'<{action}Response xmlns="http://rds.amazonaws.com/doc/2014-10-31/"><{action}Result>'
+            f"<EventSubscription>{body}</EventSubscription></{action}Result><ResponseMetadata><RequestId>"
+            f"{new_request_id()}</RequestId></ResponseMetadata></{action}Response>").encode()
