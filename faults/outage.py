@@ -102,7 +102,8 @@ def _aws_region_part(region: str, mode: str, context: dict[str, Any]) -> list[Fa
     proxy = endpoint.proxy_name(region)
     client = endpoint.stack.toxiproxy
     network = partition([proxy], client=client) if mode == "refuse" else blackhole([proxy], client=client)
-    return [network, RegionCut(endpoint, region, mode)]
+    # The in-process cut first: it takes effect at once, the proxy's needs an API round trip.
+    return [RegionCut(endpoint, region, mode), network]
 
 
 register_outage_part("region", "aws-api", _aws_region_part)

@@ -55,7 +55,7 @@ def test_refuse_outage_cuts_one_region_and_replication_catches_up(aws: AwsEndpoi
     assert value(c["east"], "during") == value(c["app_east"], "during") == "west"
     (event,) = [e for e in fault_timeline.events if e.kind == "region-outage"]
     assert event.target == EAST and event.params["mode"] == "refuse" and event.end is not None
-    assert event.params["parts"] == ["network-partition", f"aws-region-cut:{EAST}"]
+    assert event.params["parts"] == [f"aws-region-cut:{EAST}", "network-partition"]
 
 
 def test_blackhole_outage_times_out_both_kinds_of_client(aws: AwsEndpoint, clients: dict[str, Any]) -> None:
