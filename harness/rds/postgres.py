@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 ADMIN_USER = "rdsadmin"  # the superuser, as on RDS; reached only over the Unix socket
 REPL_USER = "rdsrepladmin"  # streaming replication between emulated hosts
-TEMPLATE_FORMAT = 2  # bump when the template's contents change
+TEMPLATE_FORMAT = 3  # bump when the template's contents change
+SPARE_DB = "dbdrill_spare"  # made in the template, renamed to the master database: no CREATE DATABASE per instance
 AUTH_METHODS = ("scram-sha-256", "md5")
 # Settings of every cluster. A test double, not a database to keep: fsync and full-page writes are off (a
 # crash of the *machine* may corrupt it; a crash of postgres, which is what faults do, is still recovered
@@ -77,6 +78,7 @@ _BOOTSTRAP_SQL = (
     "GRANT pg_monitor, pg_signal_backend, pg_read_all_data, pg_write_all_data TO rds_superuser",
     f"CREATE ROLE {REPL_USER} LOGIN REPLICATION PASSWORD {{password}}",
 )
+_AFTER_SQL = (f"CREATE DATABASE {SPARE_DB}",)
 _PER_DB_SQL = ("GRANT ALL ON SCHEMA public TO rds_superuser WITH GRANT OPTION",)
 
 
@@ -236,8 +238,12 @@ class PgCluster:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {} IN ROLE rds_superuser")
                          .format(sql.Identifier(user), sql.Literal(password)))
             if dbname and dbname != "postgres":
-                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {} STRATEGY FILE_COPY")
-                             .format(sql.Identifier(dbname), sql.Identifier(user)))
+                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(SPARE_DB),
+                                                                             sql.Identifier(dbname)))
+                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname),
+                                                                            sql.Identifier(user)))
+            else:
+                conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(SPARE_DB)))
 
     def dsn(self, user: str, password: str, dbname: str = "postgres", host: str | None = None,
             port: int | None = None) -> str:
@@ -397,6 +403,9 @@ def _bootstrap(bins: PgBinaries, build: Path, repl_password: str) -> None:
                     conn.execute(sql.SQL(stmt).format(password=sql.Literal(repl_password)))
                 for stmt in _PER_DB_SQL:
                     conn.execute(sql.SQL(stmt))
+        with connect() as conn:
+            for stmt in _AFTER_SQL:
+                conn.execute(sql.SQL(stmt))
     finally:
         ex.stop()
     shutil.rmtree(sock, ignore_errors=True)

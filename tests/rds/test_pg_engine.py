@@ -15,7 +15,7 @@ from harness.errors import HarnessError, NotInstalledError
 from harness.rds import pgbin
 from harness.rds.pgbin import find_pg_bin
 from harness.rds.postgres import ADMIN_USER, PgCluster, PgEngine, build_template
-from tests.rds.pgkit import DB, MASTER, connect
+from tests.rds.pgkit import DB, MASTER, PASSWORD, connect, next_name
 
 
 def test_finds_the_installed_postgres() -> None:
@@ -122,3 +122,15 @@ def test_fast_shutdown_and_start_again(new_cluster: Callable[..., PgCluster]) ->
     c.start()
     with connect(c) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_master_database_comes_from_the_spare(engine: PgEngine, track: Callable[[PgCluster], PgCluster]) -> None:
+    named = track(engine.create_cluster(next_name()))
+    named.create_master("owner_a", PASSWORD, "shop")
+    plain = track(engine.create_cluster(next_name()))
+    plain.create_master("owner_b", PASSWORD, None)
+    dbs = "SELECT datname, pg_get_userbyid(datdba) FROM pg_database WHERE NOT datistemplate ORDER BY 1"
+    assert named.sql(dbs) == [("postgres", ADMIN_USER), ("shop", "owner_a")]
+    assert plain.sql(dbs) == [("postgres", ADMIN_USER)]
+    with psycopg.connect(named.dsn("owner_a", PASSWORD, "shop"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int)")  # the owner may create tables in its public schema
