@@ -3,19 +3,18 @@ through its control endpoint, SIGTERM stops everything and frees the ports."""
 from __future__ import annotations
 
 import os
-import queue
 import shlex
 import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+from harness.process import Executor
 
 CLI = [sys.executable, "-c", "from harness.cli import main; main()"]
 APP = """
@@ -40,30 +39,21 @@ def _clean_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture
-def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
-    stderr = (tmp_path / "up.err").open("w")
-    proc = subprocess.Popen([*CLI, "up", "--regions", "us-east-1,eu-west-1"], stdout=subprocess.PIPE,
-                            stderr=stderr, text=True, env=_clean_env({}), start_new_session=True)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or []], daemon=True).start()
-    exports: dict[str, str] = {}
-    deadline = time.monotonic() + 60
+def up(tmp_path: Path) -> Iterator[tuple[Executor, dict[str, str]]]:
+    log = tmp_path / "up.log"
+    ready = "# dbdrill up: ready"
+    executor = Executor("dbdrill up", [*CLI, "up", "--regions", "us-east-1,eu-west-1"], log_path=log,
+                        ready=lambda: log.exists() and ready in log.read_text(), timeout=60, env=_clean_env({}))
+    executor.start()
+    exports = {}
+    for line in log.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            exports[key] = shlex.split(value)[0]
     try:
-        while True:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            if line.startswith("export "):
-                key, _, value = line[len("export "):].strip().partition("=")
-                exports[key] = shlex.split(value)[0]
-            if line.startswith("# dbdrill up: ready"):
-                break
-    except queue.Empty:
-        proc.kill()
-        pytest.fail(f"dbdrill up did not get ready: {(tmp_path / 'up.err').read_text()[-2000:]}")
-    yield proc, exports
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
-    stderr.close()
+        yield executor, exports
+    finally:
+        executor.stop()
 
 
 def _app(exports: dict[str, str], *args: str) -> str:
@@ -86,8 +76,8 @@ def _refused(url: str) -> bool:
     return False
 
 
-def test_up_exports_faults_and_sigterm(up: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
-    proc, exports = up
+def test_up_exports_faults_and_sigterm(up: tuple[Executor, dict[str, str]]) -> None:
+    executor, exports = up
     for key in ("AWS_ENDPOINT_URL", "DBDRILL_AWS_ENDPOINT_US_EAST_1", "DBDRILL_AWS_ENDPOINT_EU_WEST_1",
                 "DBDRILL_TOXIPROXY_URL", "DBDRILL_CONTROL_URL"):
         assert exports[key].startswith("http://127."), key
@@ -115,8 +105,9 @@ def test_up_exports_faults_and_sigterm(up: tuple[subprocess.Popen[str], dict[str
     assert _cli(exports, "heal", "f2").returncode == 0
     assert _app(exports, "list", exports["DBDRILL_AWS_ENDPOINT_US_EAST_1"]) == "TABLES ['app']"
 
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(20) == 0
+    executor.signal(signal.SIGTERM)
+    assert executor.proc is not None and executor.proc.wait(20) == 0
+    assert "# dbdrill up: stopped" in executor.log_path.read_text()
     for key in ("AWS_ENDPOINT_URL", "DBDRILL_AWS_ENDPOINT_US_EAST_1", "DBDRILL_CONTROL_URL", "DBDRILL_TOXIPROXY_URL"):
         assert _refused(exports[key]), key
 
