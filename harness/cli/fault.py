@@ -134,7 +134,35 @@ def _pause_replication(stack: Stack, p: dict[str, Any]) -> Fault:
     return pause_replication(p["table"], p["region"] or None, endpoint=stack.aws)
 
 
+def _network(factory_name: str) -> Callable[[Stack, dict[str, Any]], Fault]:
+    def build(stack: Stack, p: dict[str, Any]) -> Fault:
+        from faults import network
+
+        factory = getattr(network, factory_name)
+        client = stack.toxiproxy
+        if factory_name == "latency":
+            fault: Fault = factory(p["proxy"], p["ms"], p["jitter_ms"], p["stream"], client=client)
+        elif factory_name == "bandwidth":
+            fault = factory(p["proxy"], p["kbps"], p["stream"], client=client)
+        else:
+            fault = factory(p["proxy"], client=client)
+        return fault
+
+    return build
+
+
+_PROXY = Param("proxy", "fault proxy name (repeatable; list them: curl $DBDRILL_TOXIPROXY_URL/proxies)",
+               multiple=True, required=True)
+_STREAM = Param("stream", "direction", choices=("downstream", "upstream", "both"), default="downstream")
+
 for _kind in (
+    FaultKind("latency", "added latency on fault proxies", _network("latency"), (
+        _PROXY, Param("ms", "milliseconds", float, required=True),
+        Param("jitter-ms", "+- random jitter in milliseconds", float, default=0.0), _STREAM)),
+    FaultKind("partition", "fault proxies refuse connections and drop open ones", _network("partition"), (_PROXY,)),
+    FaultKind("blackhole", "fault proxies accept but never answer", _network("blackhole"), (_PROXY,)),
+    FaultKind("bandwidth", "fault proxies limited to KB/s", _network("bandwidth"), (
+        _PROXY, Param("kbps", "KB/s (1 KB = 1000 bytes)", float, required=True), _STREAM)),
     FaultKind("region-outage", "every endpoint of a region unreachable", _region_outage, (
         Param("region", "the region to cut", required=True),
         Param("mode", "refuse: connections reset; blackhole: no answer", choices=("refuse", "blackhole"),

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -104,6 +105,16 @@ def test_up_exports_faults_and_sigterm(up: tuple[Executor, dict[str, str]]) -> N
     assert bad.returncode != 0 and "unknown region 'mars-1'" in bad.stderr
     assert _cli(exports, "heal", "f2").returncode == 0
     assert _app(exports, "list", exports["DBDRILL_AWS_ENDPOINT_US_EAST_1"]) == "TABLES ['app']"
+
+    # Network faults on the stack's proxies, by proxy name.
+    slow = _cli(exports, "latency", "--proxy", "aws-us-east-1", "--ms", "400")
+    assert slow.returncode == 0, slow.stderr
+    started = time.monotonic()
+    assert _app(exports, "list", exports["DBDRILL_AWS_ENDPOINT_US_EAST_1"]) == "TABLES ['app']"
+    assert time.monotonic() - started >= 0.4
+    assert _cli(exports, "heal", "--all").returncode == 0
+    bad = _cli(exports, "partition", "--proxy", "no-such-proxy")
+    assert bad.returncode != 0 and "no-such-proxy" in bad.stderr
 
     executor.signal(signal.SIGTERM)
     assert executor.proc is not None and executor.proc.wait(20) == 0
