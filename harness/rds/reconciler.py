@@ -52,15 +52,16 @@ TIMINGS = {
 }
 API_WAIT_TIMEOUT = 120.0
 
-_current: RdsReconciler | None = None
+# Running reconcilers, newest last (a nested pytest session, as pytester runs, has its own).
+_running: list[RdsReconciler] = []
 
 
 def current_reconciler() -> RdsReconciler:
     """The running reconciler (the default for database faults); HarnessError if none runs."""
-    if _current is None:
+    if not _running:
         raise HarnessError("no RDS reconciler is running: use the `rds` fixture (or Stack().rds) first, or pass "
                            "reconciler= explicitly")
-    return _current
+    return _running[-1]
 
 
 class RdsReconciler:
@@ -88,7 +89,6 @@ class RdsReconciler:
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> RdsReconciler:
-        global _current
         from harness.rds.api import RdsInterceptor
         from harness.rds.events import RdsEvents
         from harness.rds.pgbin import find_pg_bin
@@ -116,14 +116,13 @@ class RdsReconciler:
         self._stop.clear()
         self._monitor = threading.Thread(target=self._watch, name="dbdrill-rds-monitor", daemon=True)
         self._monitor.start()
-        _current = self
+        _running.append(self)
         logger.info("RDS reconciler started (PostgreSQL %s, profile %s)", bins.version, self.settings.time_profile)
         return self
 
     def stop(self) -> None:
-        global _current
-        if _current is self:
-            _current = None
+        if self in _running:
+            _running.remove(self)
         self._stop.set()
         if self._monitor is not None:
             self._monitor.join(10)
