@@ -36,6 +36,7 @@ def rds(request: pytest.FixtureRequest, rds_reconciler: RdsReconciler, aws: AwsE
     """The RDS reconciler: boto3 RDS calls against ``aws`` run real PostgreSQL. Its DB instances (servers,
     proxies, DNS names, moto records), AZ outages and fences are removed after the test, unless
     --dbdrill-keep-state or the dbdrill_keep_state marker."""
+    rds_reconciler.republish()  # kept instances: the previous test's DNS cleanup may have taken their names
     yield rds_reconciler
     keep = dbdrill_settings.keep_state or request.node.get_closest_marker("dbdrill_keep_state") is not None
     if not keep:

@@ -155,6 +155,13 @@ class RdsReconciler:
         if self._events is not None:
             self._events.reset()
 
+    def republish(self) -> None:
+        """Serve every instance's endpoint name again (a DNS cleanup of another test may have removed it)."""
+        with self.lock:
+            instances = list(self.instances.values())
+        for inst in instances:
+            self.fleet.publish(inst)
+
     def pause(self, seconds: float) -> bool:
         """Wait ``seconds`` (a profile delay); True if the reconciler is stopping meanwhile."""
         return self._stop.wait(seconds)

@@ -17,5 +17,6 @@ def test_the_doc_has_examples() -> None:
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_doc_example_passes(pytester: pytest.Pytester, index: int) -> None:
     pytester.makepyfile(**{f"test_rds_doc_example_{index}": BLOCKS[index]})
-    result = pytester.runpytest("-q", "-p", "no:cacheprovider")
+    # In a subprocess: an in-process run drops the modules it imported first, which breaks the outer session.
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", timeout=300)
     result.assert_outcomes(passed=len(re.findall(r"^def test_", BLOCKS[index], flags=re.M)))

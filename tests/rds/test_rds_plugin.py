@@ -15,10 +15,10 @@ def test_a_keep(postgres_instance):
     with db.connect() as conn:
         conn.execute("CREATE TABLE t (id int)")
 
-def test_b_still_there(rds, postgres_instance):
+def test_b_still_there(rds, pg_connect):
     kept = rds.instance("kept")
     assert kept.status == "available"
-    with kept.primary.cluster.admin(kept.db_name) as conn:
+    with pg_connect(kept) as conn:  # by its endpoint name, still served
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
 
 def test_c_gone(rds, aws):
