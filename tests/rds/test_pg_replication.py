@@ -132,14 +132,14 @@ def test_paused_replay_goes_stale_then_catches_up(engine: PgEngine, track: Calla
 def test_apply_delay_is_real_lag(engine: PgEngine, track: Callable[[PgCluster], PgCluster],
                                  primary: PgCluster) -> None:
     s = standby(engine, track, primary)
-    repl.set_apply_delay(s, 0.6)
+    repl.set_apply_delay(s, 1.5)
     with connect(primary) as conn:
         conn.execute("INSERT INTO t VALUES (1)")
     t0 = time.perf_counter()
     wait_until(lambda: count(s) == 1, 10, interval=0.01, what="the delayed row")
     seen = time.perf_counter() - t0
-    assert 0.5 <= seen < 5, seen
+    assert 1.4 <= seen < 6, seen
     repl.set_apply_delay(s, None)
     with connect(primary) as conn:
         conn.execute("INSERT INTO t VALUES (2)")
-    assert repl.wait_caught_up(primary, s) < 0.5
+    assert repl.wait_caught_up(primary, s) < 1.0

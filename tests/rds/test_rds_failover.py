@@ -205,7 +205,7 @@ def test_fail_back(multi_az: PostgresInstance, dns_resolver: ResolverHook) -> No
 def aws_profile(rds: RdsReconciler) -> Iterator[RdsReconciler]:
     saved = rds.timings
     # The AWS profile with a short failover delay: calls return at once, the work runs in the background.
-    rds.timings = dataclasses.replace(TIMINGS["aws"], failover_delay=0.6, monitor_interval=0.05)
+    rds.timings = dataclasses.replace(TIMINGS["aws"], failover_delay=2.0, monitor_interval=0.05)
     try:
         yield rds
     finally:
@@ -216,8 +216,8 @@ def test_aws_profile_shows_the_transitions(multi_az: PostgresInstance, aws_profi
     db = multi_az
     t0 = time.perf_counter()
     db.client.reboot_db_instance(DBInstanceIdentifier=db.identifier, ForceFailover=True)
-    assert time.perf_counter() - t0 < 0.5, "the API call waited for the failover"
+    assert time.perf_counter() - t0 < 1.5, "the API call waited for the failover"
     assert db.describe()["DBInstanceStatus"] == "rebooting"
     wait_until(lambda: db.describe()["DBInstanceStatus"] == "available", 30, interval=0.02)
-    assert time.perf_counter() - t0 >= 0.6
+    assert time.perf_counter() - t0 >= 2.0
     assert db.describe()["AvailabilityZone"] == "us-east-1b"

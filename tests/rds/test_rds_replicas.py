@@ -137,19 +137,19 @@ def test_async_promotion_can_lose_the_tail(postgres_instance: Make, source: Post
 
 def test_replica_lag_fault_makes_reads_stale(postgres_instance: Make, source: PostgresInstance) -> None:
     replica = postgres_instance("src-ro", source=source)
-    with replica_lag(replica, 0.8) as fault:
-        assert fault.describe()["seconds"] == 0.8
+    with replica_lag(replica, 1.5) as fault:
+        assert fault.describe()["seconds"] == 1.5
         with source.connect() as conn:
             conn.execute("INSERT INTO t VALUES (1)")
         t0 = time.perf_counter()
         wait_until(lambda: has(replica, 1), 10, interval=0.01)
         seen = time.perf_counter() - t0
-        assert 0.65 <= seen < 5, seen
+        assert 1.4 <= seen < 6, seen
     with source.connect() as conn:
         conn.execute("INSERT INTO t VALUES (2)")
     t0 = time.perf_counter()
     wait_until(lambda: has(replica, 2), 10, interval=0.01)
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 1.0
     with pytest.raises(FaultError, match="not a read replica"), replica_lag(source, 1):
         pass
     with pytest.raises(FaultError, match="> 0"):
