@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.aws.server import HttpResponse
 from harness.aws.wire import error_response, service_spec
+from harness.errors import HarnessError
 from harness.rds.fleet import PORT, Instance
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ class RdsInterceptor:
             return self.handlers[str(call.info.operation)](call, params, region)
         except ApiError as exc:
             return error_response("query", exc.code, exc.message, exc.status, spec=self.spec)
+        except HarnessError as exc:
+            # Not retryable (a 5xx would be): the state the instance is in does not allow it now.
+            return error_response("query", "InvalidDBInstanceState", f"dbdrill: {exc}", 400, spec=self.spec)
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _finish(self, future: Future[Any]) -> None:
@@ -116,21 +120,15 @@ class RdsInterceptor:
                            f"available state (it is {inst.status}).")
 
     def _spawn(self, region: str, ident: str, work: Callable[[], Any], what: str) -> Future[Any]:
-        def run() -> Any:
-            try:
-                return work()
-            except Exception:
-                logger.exception("RDS %s of %s/%s failed", what, region, ident)
-                with self.rec.aws.lock:
-                    db = self.rec.aws.backend("rds", region).databases.get(ident)
-                    if db is not None:
-                        db.status = "failed"
-                raise
+        """Work for an instance that is not registered yet (creation): on failure moto's record says "failed"."""
 
-        pool = self.rec._pool
-        if pool is None:
-            raise ApiError("InternalFailure", "dbdrill: the RDS reconciler is stopping", 500)
-        return pool.submit(run)
+        def failed() -> None:
+            with self.rec.aws.lock:
+                db = self.rec.aws.backend("rds", region).databases.get(ident)
+                if db is not None:
+                    db.status = "failed"
+
+        return self.rec.spawn(work, what=f"{what} of {region}/{ident}", on_error=failed)
 
     # -- create ------------------------------------------------------------------------------------------------
     def create(self, call: Call, p: dict[str, str], region: str) -> HttpResponse:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import glob
 import logging
 import os
 import pwd
@@ -63,13 +64,7 @@ def _debian_dirs() -> list[Path]:
         name = p.parent.name
         return (int(name), name) if name.isdigit() else (-1, name)
 
-    return sorted((Path(p) for p in _glob(DEBIAN_GLOB)), key=major, reverse=True)
-
-
-def _glob(pattern: str) -> list[str]:
-    import glob
-
-    return glob.glob(pattern)
+    return sorted((Path(p) for p in glob.glob(DEBIAN_GLOB)), key=major, reverse=True)
 
 
 @functools.lru_cache(maxsize=8)

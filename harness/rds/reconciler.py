@@ -268,6 +268,23 @@ class RdsReconciler:
 
         return self._pool.submit(run)
 
+    def spawn(self, fn: Callable[[], Any], *, what: str, on_error: Callable[[], None]) -> Future[Any]:
+        """Run ``fn`` on the worker pool (for work not tied to a registered instance yet); ``on_error`` runs
+        if it fails (the error is logged and raised from the future)."""
+        if self._pool is None:
+            raise HarnessError("the RDS reconciler is not running", obj=self)
+
+        def run() -> Any:
+            try:
+                return fn()
+            except Exception:
+                logger.exception("RDS %s failed", what)
+                with contextlib.suppress(Exception):
+                    on_error()
+                raise
+
+        return self._pool.submit(run)
+
     def busy(self, inst: Instance) -> bool:
         with self.lock:
             return id(inst) in self._busy
