@@ -57,3 +57,21 @@ def network_drill_probe() -> Callable[[str, int], Any]:
     from suites.network_faults import EchoClient
 
     return EchoClient()
+
+
+@pytest.fixture
+def rds_drill_connect() -> Callable[..., Any]:
+    """RDS drills: the app's connect, ``connect(host, port, user, password, dbname) -> psycopg connection``
+    (autocommit). The drill bounds each statement and reconnects after errors."""
+    from suites.pgclient import default_connect
+
+    return default_connect
+
+
+@pytest.fixture
+def replica_drill_automation() -> Callable[..., Any]:
+    """replica_promotion: the failover automation, ``(replica_id, region, zone_id, record_name) -> endpoint``;
+    boto3 calls only (default: suites.automation.promote_and_flip)."""
+    from suites.automation import promote_and_flip
+
+    return promote_and_flip
