@@ -39,7 +39,8 @@ BASE_SETTINGS: dict[str, str] = {
     "shared_buffers": "16MB",
     "work_mem": "4MB",
     "maintenance_work_mem": "16MB",
-    "dynamic_shared_memory_type": "posix",
+    # In the data dir, not /dev/shm: a SIGKILLed server (what crash faults do) would leave its segments there.
+    "dynamic_shared_memory_type": "mmap",
     "huge_pages": "off",
     "fsync": "off",
     "full_page_writes": "off",
@@ -411,69 +412,3 @@ def _bootstrap(bins: PgBinaries, build: Path, repl_password: str) -> None:
     shutil.rmtree(sock, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         (build / "data" / "postmaster.pid").unlink()
-
-
-# -- reaping strays --------------------------------------------------------------------------------------
-def _run_alive(run_dir: Path) -> bool:
-    """True while the run owning ``run_dir`` holds its lock (this process included)."""
-    import fcntl
-
-    try:
-        fd = os.open(run_dir / "lock", os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def reap_stray_postgres(state_root: Path) -> list[int]:
-    """Kill PostgreSQL servers whose data dir lies in a run dir under ``state_root`` whose run is dead (or
-    whose dir is gone): the ones the run registry missed. Found by /proc: the executable is named postgres,
-    the working directory (its data dir) is under ``state_root/runs``. Returns the pids signalled."""
-    runs = (state_root / "runs").resolve()
-    victims: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            exe = os.readlink(entry / "exe")
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if os.path.basename(exe.removesuffix(" (deleted)")) not in ("postgres", "postmaster"):
-            continue
-        path = Path(cwd.removesuffix(" (deleted)"))
-        try:
-            rel = path.relative_to(runs)
-        except ValueError:
-            continue
-        deleted = cwd.endswith(" (deleted)")
-        if not rel.parts or (not deleted and _run_alive(runs / rel.parts[0])):
-            continue
-        victims.append(int(entry.name))
-    for sig in (signal.SIGQUIT, signal.SIGKILL):
-        alive = [p for p in victims if _exists(p)]
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and any(_exists(p) for p in alive):
-            time.sleep(0.01)
-    if victims:
-        logger.warning("reaped %d stray PostgreSQL process(es) of dead runs under %s: %s", len(victims), runs,
-                       victims)
-    return victims
-
-
-def _exists(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return state[state.rindex(")") + 2:].split()[0] != "Z"
-

@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
@@ -75,6 +77,7 @@ class RdsReconciler:
         self.instances: dict[tuple[str, str], Instance] = {}
         self.lock = threading.RLock()
         self.engine: PgEngine | None = None
+        self._data_dir: Path | None = None
         self.aws: AwsEndpoint = None  # type: ignore[assignment]  # set by start()
         self._fleet: Fleet | None = None
         self._events: RdsEvents | None = None
@@ -92,14 +95,15 @@ class RdsReconciler:
         from harness.rds.api import RdsInterceptor
         from harness.rds.events import RdsEvents
         from harness.rds.pgbin import find_pg_bin
-        from harness.rds.postgres import PgEngine, reap_stray_postgres
+        from harness.rds.postgres import PgEngine
+        from harness.rds.storage import data_base_dir, reap_stray_postgres
         from harness.toxiproxy import ToxiproxyClient
 
         bins = find_pg_bin(self.settings.pg_bin)
         root = self.stack.runtime.root
         reap_stray_postgres(root)
-        self.engine = PgEngine(bins, self.stack.runtime.run.subdir("rds"), self.stack.hosts.allocate,
-                               template_root=root / "pg-templates")
+        self._data_dir = data_base_dir(root, self.stack.runtime.run.path)
+        self.engine = PgEngine(bins, self._data_dir, self.stack.hosts.allocate, template_root=root / "pg-templates")
         # Kept, not looked up through the stack again: its lock is held while it stops us.
         self.aws = aws = self.stack.aws
         dns, shared = self.stack.dns, self.stack.toxiproxy
@@ -138,6 +142,8 @@ class RdsReconciler:
             self._fleet.close()
         if self.engine is not None:
             self.engine.stop_all()
+        if self._data_dir is not None and not self._data_dir.is_relative_to(self.stack.runtime.run.path):
+            shutil.rmtree(self._data_dir.parent, ignore_errors=True)  # this run's RAM dir (the run dir goes anyway)
         with self.lock:
             self.instances.clear()
 

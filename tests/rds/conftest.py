@@ -1,6 +1,7 @@
 """Fixtures for the RDS/PostgreSQL tests: a session engine and per-test clusters removed after each test."""
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,14 +14,16 @@ from tests.rds.pgkit import DB, MASTER, PASSWORD, next_name
 @pytest.fixture(scope="session")
 def engine() -> Iterator[PgEngine]:
     from harness.rds.pgbin import find_pg_bin
+    from harness.rds.storage import data_base_dir
     from harness.runtime import get_runtime
     from harness.state import state_root
 
     rt = get_runtime()
-    eng = PgEngine(find_pg_bin(), rt.run.subdir("rds-tests"), rt.hosts.allocate,
-                   template_root=state_root() / "pg-templates")
+    base = data_base_dir(state_root(), rt.run.path, "rds-tests")
+    eng = PgEngine(find_pg_bin(), base, rt.hosts.allocate, template_root=state_root() / "pg-templates")
     yield eng
     eng.stop_all()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

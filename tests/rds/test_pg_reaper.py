@@ -3,6 +3,7 @@ escaped is found and killed at the next start — through the run registry, or b
 registry lost it."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.rds.postgres import PgCluster, reap_stray_postgres
+from harness.rds.postgres import PgCluster
+from harness.rds.storage import ram_available, reap_stray_postgres, shm_root
 from harness.runtime import Runtime
 from harness.state import proc_start_time, state_root
 from harness.wait import wait_until
@@ -27,7 +29,9 @@ from harness.rds import postgres
 from harness.rds.pgbin import find_pg_bin
 from harness.runtime import get_runtime
 
-escape, forget = sys.argv[1] == "escape", sys.argv[2] == "forget"
+from harness.rds.storage import data_base_dir
+from harness.state import state_root
+escape, forget, ram = sys.argv[1] == "escape", sys.argv[2] == "forget", sys.argv[3] == "ram"
 if escape:
     class Escaping(postgres.Executor):
         def __init__(self, *a, **kw):
@@ -35,12 +39,12 @@ if escape:
             super().__init__(*a, **kw)
     postgres.Executor = Escaping
 rt = get_runtime()
-engine = postgres.PgEngine(find_pg_bin(), rt.run.subdir("rds"), rt.hosts.allocate,
-                           template_root=Path(os.environ["TEMPLATES"]))
+base = data_base_dir(state_root(), rt.run.path) if ram else rt.run.subdir("rds")
+engine = postgres.PgEngine(find_pg_bin(), base, rt.hosts.allocate, template_root=Path(os.environ["TEMPLATES"]))
 c = engine.create_cluster("victim")
 if forget:
     (rt.run.path / "children" / str(c.pid)).unlink()
-Path(os.environ["OUT"]).write_text(f"{c.host} {c.port} {c.pid} {rt.run.path}")
+Path(os.environ["OUT"]).write_text(f"{c.host} {c.port} {c.pid} {rt.run.path} {c.data_dir}")
 signal.pause()
 '''
 
@@ -75,36 +79,40 @@ def state() -> Iterator[Path]:
     yield root
     reap_stray_postgres(root)
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(shm_root(root), ignore_errors=True)
+    with contextlib.suppress(OSError):
+        root.parent.rmdir()  # only when no other run's test dir is in it
 
 
-def run_and_kill(state: Path, escape: bool, forget: bool) -> tuple[str, int, int, int | None, Path]:
+def run_and_kill(state: Path, escape: bool, forget: bool,
+                 ram: bool = False) -> tuple[str, int, int, int | None, Path, Path]:
     out = state / "out.txt"
     env = dict(os.environ, OUT=str(out), DBDRILL_STATE_DIR=str(state), TEMPLATES=str(state_root() / "pg-templates"))
     env.pop("PYTEST_XDIST_WORKER", None)
-    proc = subprocess.Popen([sys.executable, "-c", INNER, "escape" if escape else "stay",
-                             "forget" if forget else "keep"], env=env, cwd=Path(__file__).resolve().parents[2],
+    args = ["escape" if escape else "stay", "forget" if forget else "keep", "ram" if ram else "disk"]
+    proc = subprocess.Popen([sys.executable, "-c", INNER, *args], env=env, cwd=Path(__file__).resolve().parents[2],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: (out.exists() and out.read_text() != "") or proc.poll() is not None, 60,
                    what="the inner run to start postgres")
         assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        host, port, pid, run_dir = out.read_text().split()
+        host, port, pid, run_dir, data_dir = out.read_text().split()
         assert listening(host, int(port))
         start = proc_start_time(int(pid))
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    return host, int(port), int(pid), start, Path(run_dir)
+    return host, int(port), int(pid), start, Path(run_dir), Path(data_dir)
 
 
 def test_postgres_dies_with_a_killed_run(state: Path) -> None:
-    host, port, pid, start, _ = run_and_kill(state, escape=False, forget=False)
+    host, port, pid, start, _, _ = run_and_kill(state, escape=False, forget=False)
     wait_until(lambda: gone(pid, start), 10, what="postgres to die by its parent-death signal")
     assert not listening(host, port)
 
 
 def test_escaped_postgres_is_reaped_at_next_start(state: Path) -> None:
-    host, port, pid, start, run_dir = run_and_kill(state, escape=True, forget=False)
+    host, port, pid, start, run_dir, _ = run_and_kill(state, escape=True, forget=False)
     assert listening(host, port), "the escaped postgres should outlive its run"
     runtime = Runtime(state)  # what the next run does first
     try:
@@ -116,8 +124,10 @@ def test_escaped_postgres_is_reaped_at_next_start(state: Path) -> None:
         runtime.close()
 
 
-def test_unregistered_postgres_is_found_by_its_data_dir(state: Path) -> None:
-    host, port, pid, start, _ = run_and_kill(state, escape=True, forget=True)
+@pytest.mark.parametrize("ram", [False, True], ids=["disk", "ram"])
+def test_unregistered_postgres_is_found_by_its_data_dir(state: Path, ram: bool) -> None:
+    host, port, pid, start, _, data_dir = run_and_kill(state, escape=True, forget=True, ram=ram)
+    assert data_dir.is_relative_to(shm_root(state)) == (ram and ram_available())
     runtime = Runtime(state)
     try:
         assert pid not in [r.pid for r in runtime.reaped]  # the registry never knew it
@@ -126,6 +136,7 @@ def test_unregistered_postgres_is_found_by_its_data_dir(state: Path) -> None:
         assert pid in reap_stray_postgres(state)
         wait_until(lambda: gone(pid, start), 10, what="the stray postgres to be reaped")
         assert not listening(host, port)
+        assert not data_dir.exists()  # on disk with its run dir; in RAM removed by the reaper
     finally:
         runtime.close()
 
