@@ -38,6 +38,7 @@ class FaultEvent:
     end: float | None = None
     end_mono: float | None = None
     error: str | None = None
+    injected_mono: float | None = None  # when the injection had taken effect (start_mono is when it began)
 
     @property
     def duration(self) -> float | None:
@@ -64,6 +65,10 @@ class Timeline:
         with self._lock:
             self.events.append(ev)
         return ev
+
+    def injected(self, ev: FaultEvent) -> None:
+        with self._lock:
+            ev.injected_mono = time.monotonic()
 
     def close(self, ev: FaultEvent, error: BaseException | None = None) -> None:
         with self._lock:
@@ -172,6 +177,7 @@ class Fault:
                         self._heal()
                     self._timeline.close(event, exc)
                     raise
+                self._timeline.injected(event)
                 self._event = event
                 with _active_lock:
                     _active[id(self)] = self

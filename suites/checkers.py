@@ -274,8 +274,9 @@ def _first_ok(ops: Sequence[Operation], since: float) -> Operation | None:
 
 def recovery(history: History, faults: Iterable[Any], *, write: str | Iterable[str] = "write",
              read: str | Iterable[str] = "read", max_rto: float | None = None) -> CheckResult:
-    """RTO per fault window: fault start -> completion of the first ok write invoked at or after it
-    (and the same for reads). ``after_heal_s`` is how long after the window closed that took."""
+    """RTO per fault window: fault start -> completion of the first ok write invoked once the fault had taken
+    effect (and the same for reads): a request that slipped through while the fault was being injected is
+    not a recovery. ``after_heal_s`` is how long after the window closed that took."""
     name = "recovery"
     wins = windows(faults)
     if not wins:
@@ -285,7 +286,7 @@ def recovery(history: History, faults: Iterable[Any], *, write: str | Iterable[s
     violations: list[Violation] = []
     rtos: list[float] = []
     for w in wins:
-        fw, fr = _first_ok(writes, w.start), _first_ok(reads, w.start)
+        fw, fr = _first_ok(writes, w.bites), _first_ok(reads, w.bites)
         rto_w = None if fw is None else (fw.complete_time or 0.0) - w.start
         rto_r = None if fr is None else (fr.complete_time or 0.0) - w.start
         after = None if rto_w is None or w.end is None else max(0.0, w.start + rto_w - w.end)

@@ -75,3 +75,12 @@ def replica_drill_automation() -> Callable[..., Any]:
     from suites.automation import promote_and_flip
 
     return promote_and_flip
+
+
+@pytest.fixture
+def cross_region_handler() -> Callable[..., Any]:
+    """cross_region_failover: the automation, a Lambda handler ``handler(event, context)`` for an SQS event
+    of SNS envelopes (RDS events or alarm state changes); boto3 calls only. Default: suites.automation."""
+    from suites.automation import handler
+
+    return handler

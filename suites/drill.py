@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from faults.base import Timeline
+from faults.base import Fault, Timeline, recording
 from suites.checkers import check_all
 from suites.history import History
 from suites.report import Journal, Progress, ReportFiles, record_journal, run_dir, write_report
@@ -102,3 +102,30 @@ class Drill:
         if assert_valid and verdict is not None:
             verdict.assert_valid()
         return verdict
+
+
+class Fenced(Fault):
+    """Runs ``inner`` (one timeline window under this fault's name) and, once it has taken effect, records
+    a ``fence`` marker for ``node`` on the history: writes that node acknowledges after the marker are
+    split brain. Recording it before the fence bites would blame writes that were still legitimate."""
+
+    def __init__(self, inner: Fault, history: History, node: str, *, name: str | None = None) -> None:
+        super().__init__(name=name or inner.name)
+        self.kind = inner.kind  # type: ignore[misc]
+        self.inner = inner
+        self.history = history
+        self.node = node
+
+    def _inject(self) -> None:
+        with recording(Timeline()):
+            self.inner.start()
+        self.history.event("fence", node=self.node)
+
+    def _heal(self) -> None:
+        self.inner.heal()
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.inner.describe(), "fenced": self.node}
+
+    def target_label(self) -> str:
+        return self.inner.target_label()

@@ -19,6 +19,7 @@ import pytest
 from faults.database import force_failover
 from faults.schedule import Nemesis, Step
 from harness.wait import wait_until
+from suites.drill import Fenced
 from suites.pgclient import PgApp, Target
 from suites.workload import Workload
 
@@ -46,13 +47,9 @@ def test_multi_az_failover(drill: Any, postgres_instance: Any, rds_drill_connect
             app.write(process, i * 2 + process)
 
     failover = force_failover(db)
-
-    def fence_marker() -> Any:
-        history.event("fence", node=old_primary)
-        return failover
-
     with drill.progress(), Workload(work, threads=3, interval=0.01, max_time=120):
-        nemesis = Nemesis([Step(1.0, 0.5, fence_marker, name="failover")], max_time=120).start()
+        step = Step(1.0, 0.5, Fenced(failover, history, old_primary), name="failover")
+        nemesis = Nemesis([step], max_time=120).start()
         assert nemesis.wait(120), "the failover did not finish"
         nemesis.stop()
         nemesis.check()

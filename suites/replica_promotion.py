@@ -68,9 +68,9 @@ class PrimaryLoss(Fault):
         self.promoted_at: float | None = None
 
     def _inject(self) -> None:
-        self.history.event("fence", node=self.primary.instance.primary.address)
         with recording(Timeline()):  # the fence is part of this window, not a window of its own
             self.fence.start()
+        self.history.event("fence", node=self.primary.instance.primary.address)
 
         def run() -> None:
             try:

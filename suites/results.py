@@ -21,6 +21,12 @@ class Window:
     end: float | None = None
     kind: str = "fault"
     target: str = ""
+    effective: float | None = None  # when the fault had taken effect, if recorded
+
+    @property
+    def bites(self) -> float:
+        """From when on operations feel the fault: its effective time, else its start."""
+        return self.start if self.effective is None else max(self.start, self.effective)
 
     @classmethod
     def of(cls, obj: Any) -> Window:
@@ -34,8 +40,10 @@ class Window:
         if start is None:
             raise ValueError(f"fault window {obj!r} has no start_mono (pass Timeline.to_list() items)")
         end = get("end_mono")
+        effective = get("injected_mono")
         return cls(name=str(get("name", "fault")), start=float(start), end=None if end is None else float(end),
-                   kind=str(get("kind", "fault")), target=str(get("target", "") or ""))
+                   kind=str(get("kind", "fault")), target=str(get("target", "") or ""),
+                   effective=None if effective is None else float(effective))
 
     def label(self, t0: float = 0.0) -> str:
         end = "still active" if self.end is None else f"t={self.end - t0:.3f}s"
