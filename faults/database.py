@@ -240,3 +240,44 @@ def failover_now(instance: Any, *, region: str | None = None, reconciler: RdsRec
     """Fail a Multi-AZ instance over at once (not a fault window); seconds from fence to DNS flip."""
     fault = ForceFailover(instance, region=region, reconciler=reconciler)
     return float(fault._call(fault.rec.force_failover, fault.identifier, fault.region))
+
+
+# -- outage parts: what a region / AZ outage does to the DB instances there ---------------------------------
+def _running() -> RdsReconciler | None:
+    from harness.rds.reconciler import current_reconciler
+
+    try:
+        return current_reconciler()
+    except HarnessError:
+        return None
+
+
+def _region_part(region: str, mode: str, context: dict[str, Any]) -> list[Fault]:
+    """Every DB instance of the region unreachable (no failover: the whole region is gone) and the
+    replication of replicas elsewhere that stream from it cut."""
+    rec = context.get("reconciler") or _running()
+    if rec is None:
+        return []
+    with rec.lock:
+        instances = list(rec.instances.values())
+    parts: list[Fault] = [Fence(i.identifier, region=region, reconciler=rec) for i in instances if i.region == region]
+    parts += [PauseReplication(i.identifier, region=i.region, reconciler=rec) for i in instances
+              if i.region != region and i.source is not None and i.source.region == region]
+    return parts
+
+
+def _az_part(az: str, mode: str, context: dict[str, Any]) -> list[Fault]:
+    rec = context.get("reconciler") or _running()
+    if rec is None:
+        return []
+    return [AzOutage(az[:-1], az, reconciler=rec)]
+
+
+def _register_outage_parts() -> None:
+    from faults.outage import register_outage_part
+
+    register_outage_part("region", "rds", _region_part)
+    register_outage_part("az", "rds", _az_part)
+
+
+_register_outage_parts()

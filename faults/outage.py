@@ -109,7 +109,23 @@ def _aws_region_part(region: str, mode: str, context: dict[str, Any]) -> list[Fa
 register_outage_part("region", "aws-api", _aws_region_part)
 
 
+# Modules that register parts when imported (an outage must cut them even if the test never imported them).
+PART_PROVIDERS = ("faults.database",)
+
+
+def _load_providers() -> None:
+    import importlib
+
+    for name in PART_PROVIDERS:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
 def _outage(scope: str, target: str, mode: str, context: dict[str, Any]) -> list[Fault]:
+    _load_providers()
     if mode not in MODES:
         raise FaultError(f"{scope} outage mode must be 'refuse' (connections reset) or 'blackhole' (no answer), "
                          f"got {mode!r}")

@@ -151,6 +151,25 @@ def _network(factory_name: str) -> Callable[[Stack, dict[str, Any]], Fault]:
     return build
 
 
+def _db(factory_name: str) -> Callable[[Stack, dict[str, Any]], Fault]:
+    def build(stack: Stack, p: dict[str, Any]) -> Fault:
+        from faults import database
+
+        rec = stack.rds
+        if factory_name == "az_outage":
+            fault: Fault = database.az_outage(p["region"] or stack.aws.default_region, p["az"], reconciler=rec)
+        elif factory_name == "replica_lag":
+            fault = database.replica_lag(p["instance"], p["seconds"], region=p["region"], reconciler=rec)
+        else:
+            fault = getattr(database, factory_name)(p["instance"], region=p["region"], reconciler=rec)
+        return fault
+
+    return build
+
+
+_INSTANCE = (Param("instance", "DB instance identifier", required=True),
+             Param("region", "its region (default: the default region)"))
+
 _PROXY = Param("proxy", "fault proxy name (repeatable; list them: curl $DBDRILL_TOXIPROXY_URL/proxies)",
                multiple=True, required=True)
 _STREAM = Param("stream", "direction", choices=("downstream", "upstream", "both"), default="downstream")
@@ -163,6 +182,17 @@ for _kind in (
     FaultKind("blackhole", "fault proxies accept but never answer", _network("blackhole"), (_PROXY,)),
     FaultKind("bandwidth", "fault proxies limited to KB/s", _network("bandwidth"), (
         _PROXY, Param("kbps", "KB/s (1 KB = 1000 bytes)", float, required=True), _STREAM)),
+    FaultKind("kill-primary", "crash a DB instance's primary (SIGKILL); RDS recovers as it would",
+              _db("kill_primary"), _INSTANCE),
+    FaultKind("fence", "a DB instance's primary unreachable (blackholed), no failover", _db("fence"), _INSTANCE),
+    FaultKind("force-failover", "Multi-AZ failover now (reboot with failover)", _db("force_failover"), _INSTANCE),
+    FaultKind("replica-lag", "a read replica applies changes this late", _db("replica_lag"), (
+        *_INSTANCE, Param("seconds", "apply delay in seconds", float, required=True))),
+    FaultKind("db-replication-pause", "a read replica's replication link cut", _db("pause_replication"),
+              _INSTANCE),
+    FaultKind("az-outage", "every DB host in an availability zone cut off; Multi-AZ instances fail over",
+              _db("az_outage"), (Param("az", "availability zone, e.g. us-east-1a", required=True),
+                                 Param("region", "its region (default: the default region)"))),
     FaultKind("region-outage", "every endpoint of a region unreachable", _region_outage, (
         Param("region", "the region to cut", required=True),
         Param("mode", "refuse: connections reset; blackhole: no answer", choices=("refuse", "blackhole"),

@@ -63,10 +63,17 @@ def _start_dns(stack: Stack) -> dict[str, str]:
     return dns_exports(stack.dns)
 
 
+def _start_rds(stack: Stack) -> dict[str, str]:
+    stack.rds  # noqa: B018 - starting it is the point: RDS API calls now run real PostgreSQL
+    return {}
+
+
 register_component(Component("aws", "emulated AWS endpoint, one proxied address per region", _start_aws,
                              default=True))
 register_component(Component("dns", "DNS server answering Route53 zones and emulated endpoint names", _start_dns,
                              default=True))
+register_component(Component("rds", "RDS API calls run real PostgreSQL (and PgBouncer) behind fault proxies",
+                             _start_rds, default=True))
 
 
 def _json(status: int, payload: Any) -> HttpResponse:
