@@ -281,3 +281,53 @@ def _register_outage_parts() -> None:
 
 
 _register_outage_parts()
+
+
+# -- FIS actions ---------------------------------------------------------------------------------------------
+class Reboot(InstanceFault):
+    """``reboot_db_instance`` through the RDS API (with ``ForceFailover`` a Multi-AZ failover); heal waits until
+    the instance is available again."""
+
+    kind = "db_reboot"
+
+    def __init__(self, instance: Any, *, force_failover: bool = False, **kw: Any) -> None:
+        super().__init__(instance, **kw)
+        self.force_failover = force_failover
+
+    def _inject(self) -> None:
+        rec = self.rec
+        client = rec.stack.aws.client("rds", region=self.region)
+        client.reboot_db_instance(DBInstanceIdentifier=self.identifier, ForceFailover=self.force_failover)
+
+    def _heal(self) -> None:
+        self._call(self.rec.wait_available, self.identifier, self.region, DEFAULT_RECOVERY_TIMEOUT)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "force_failover": self.force_failover}
+
+
+def _db_arn(arn: str) -> tuple[str, str]:
+    fields = arn.split(":")
+    if len(fields) < 7 or fields[2] != "rds" or fields[5] != "db":
+        raise FaultError(f"not a DB instance ARN (arn:aws:rds:REGION:ACCOUNT:db:ID): {arn!r}")
+    return fields[6], fields[3]
+
+
+def _fis_reboot(params: dict[str, str], targets: dict[str, list[str]], ctx: Any) -> Fault:
+    from faults.base import Composite
+
+    force = params.get("forceFailover", "false") == "true"
+    parts: list[Fault] = []
+    for arn in targets.get("DBInstances", []):
+        identifier, region = _db_arn(arn)
+        parts.append(Reboot(identifier, region=region, force_failover=force))
+    if not parts:
+        raise FaultError("aws:rds:reboot-db-instances needs at least one DB instance target")
+    return parts[0] if len(parts) == 1 else Composite(parts, name="reboot-db-instances")
+
+
+def register_fis_actions(registry: Any = None) -> None:
+    """Handle aws:rds:reboot-db-instances (forceFailover) in an FIS runner registry (default: the global one)."""
+    from faults.fis import default_registry
+
+    (registry or default_registry).register("aws:rds:reboot-db-instances", _fis_reboot, replace=True)
