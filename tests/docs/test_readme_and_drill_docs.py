@@ -1,0 +1,49 @@
+"""The README's and docs/drills.md's python examples: test modules pass as written, the conftest example is
+importable code, and the two commands the README promises exist in the Makefile."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+TEST_BLOCKS = [b for b in BLOCKS if re.search(r"^def test_", b, flags=re.M)]
+
+
+def test_readme_names_the_two_commands_and_ci_runs_one() -> None:
+    assert "make drill" in README and "make test" in README
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^drill: setup$", makefile, flags=re.M) and re.search(r"^test: setup$", makefile, flags=re.M)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_has_examples() -> None:
+    assert len(TEST_BLOCKS) >= 2
+
+
+@pytest.mark.parametrize("index", range(len(TEST_BLOCKS)))
+def test_readme_example_passes(pytester: pytest.Pytester, index: int) -> None:
+    pytester.makepyfile(**{f"test_readme_example_{index}": TEST_BLOCKS[index]})
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=len(re.findall(r"^def test_", TEST_BLOCKS[index], flags=re.M)))
+
+
+def test_drills_doc_conftest_example_overrides_the_drill(pytester: pytest.Pytester) -> None:
+    """docs/drills.md's conftest: a user's reader replaces the drill's default (here: a module standing in
+    for the user's app)."""
+    doc = (ROOT / "docs" / "drills.md").read_text()
+    conftest = next(b for b in re.findall(r"```python\n(.*?)```", doc, flags=re.S) if "conftest.py" in b)
+    pytester.makepyfile(**{"myapp/__init__.py": "", "myapp/sessions.py": (
+        "import time\n"
+        "def load_session(client, table, key):\n"
+        "    item = client.get_item(TableName=table, Key={'pk': {'S': key}}, ConsistentRead=True).get('Item')\n"
+        "    if item and float(item['expires']['N']) <= time.time():\n"
+        "        return None\n"
+        "    return item\n")})
+    pytester.makeconftest(conftest)
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "--pyargs", "suites.ttl_expiry",
+                                           timeout=300)
+    result.assert_outcomes(passed=1)
