@@ -27,7 +27,7 @@ from harness.wait import wait_until
 from suites.drill import Fenced
 from suites.pgclient import PgApp, Target, deadline
 from suites.thresholds import COUNT, SECONDS, Thresholds, _limit, register
-from suites.workload import Workload
+from suites.workload import Workload, settle, writes_after
 
 pytestmark = pytest.mark.dbdrill_drill("cross_region_failover", kind="cross-region-failover")
 
@@ -182,8 +182,7 @@ def test_cross_region_failover(drill: Any, aws: Any, aws_env: Any, postgres_inst
                 exc.add_note(f"alarm fired at {alarm.fired_at}; automation results: {results}")
                 raise
             healed = history.operations()[-1].invoke_time
-            wait_until(lambda: sum(o.ok for o in history.operations("write") if o.invoke_time > healed) >= 20, 60,
-                       interval=0.05, what="writes after the failover")
+            drill.note(recovered_after_heal=settle(writes_after(history, healed, 20), drill.settle_s))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -202,3 +201,4 @@ def test_cross_region_failover(drill: Any, aws: Any, aws_env: Any, postgres_inst
 
 def outage_start(drill: Any) -> float:
     return float(next(e["start_mono"] for e in drill.timeline.to_list()))
+

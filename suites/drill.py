@@ -74,6 +74,12 @@ class Drill:
         """Numbers and facts worth keeping in the journal (measured lag, counts, addresses...)."""
         self.extra.update(extra)
 
+    @property
+    def settle_s(self) -> float:
+        """How long to wait for the workload to recover after the faults: past the RTO limit the checkers
+        have their finding, so a drill never hangs on an app that does not recover."""
+        return float(self.thresholds.max_rto or 60.0) + 5.0
+
     # -- verdict ---------------------------------------------------------------------------------------
     def check(self, *, extra_results: Iterable[CheckResult] = (), **kwargs: Any) -> Verdict:
         """``check_all`` on the history with this drill's faults and thresholds, plus the drill's own

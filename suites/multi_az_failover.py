@@ -18,10 +18,9 @@ import pytest
 
 from faults.database import force_failover
 from faults.schedule import Nemesis, Step
-from harness.wait import wait_until
 from suites.drill import Fenced
 from suites.pgclient import PgApp, Target
-from suites.workload import Workload
+from suites.workload import Workload, settle, writes_after
 
 pytestmark = pytest.mark.dbdrill_drill("multi_az_failover", kind="rds-multi-az-failover")
 
@@ -55,11 +54,11 @@ def test_multi_az_failover(drill: Any, postgres_instance: Any, rds_drill_connect
         nemesis.check()
         drill.schedule = nemesis.schedule()
         healed = history.operations()[-1].invoke_time
-        wait_until(lambda: sum(o.ok for o in history.operations("write") if o.invoke_time > healed) >= 20, 60,
-                   interval=0.05, what="writes after the failover")
+        drill.note(recovered_after_heal=settle(writes_after(history, healed, 20), drill.settle_s))
     app.final_read()
     app.close()
     desc = db.describe()
     drill.note(failover_took_s=failover.took, old_primary=old_primary, new_primary=db.instance.primary.address,
                availability_zone=desc["AvailabilityZone"], secondary_zone=desc.get("SecondaryAvailabilityZone"))
     drill.finish(writer={db.address}, checks=["lost-writes", "stale-reads", "split-brain", "recovery", "data-loss"])
+

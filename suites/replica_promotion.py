@@ -25,10 +25,9 @@ import pytest
 from faults.base import Fault, Timeline, recording
 from faults.database import fence
 from faults.schedule import Nemesis, Step
-from harness.wait import wait_until
 from suites.pgclient import PgApp, Target
 from suites.thresholds import COUNT, SECONDS, Thresholds, _limit, register
-from suites.workload import Workload
+from suites.workload import Workload, settle, writes_after
 
 pytestmark = pytest.mark.dbdrill_drill("replica_promotion", kind="replica-promotion")
 
@@ -122,8 +121,7 @@ def test_replica_promotion(drill: Any, aws: Any, postgres_instance: Any, rds_dri
         if loss.error is not None:
             raise loss.error
         healed = history.operations()[-1].invoke_time
-        wait_until(lambda: sum(o.ok for o in history.operations("write") if o.invoke_time > healed) >= 20, 60,
-                   interval=0.05, what="writes after the promotion")
+        drill.note(recovered_after_heal=settle(writes_after(history, healed, 20), drill.settle_s))
     app.final_read()
     app.close()
     desc = replica.describe()
@@ -132,3 +130,4 @@ def test_replica_promotion(drill: Any, aws: Any, postgres_instance: Any, rds_dri
     drill.note(primary=primary.identifier, replica=replica.identifier, record=RECORD,
                acknowledged_writes=len(acked))
     drill.finish(checks=["lost-writes", "data-loss", "split-brain", "recovery"])
+

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -62,3 +63,20 @@ class Workload:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def settle(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Wait up to ``timeout`` s for ``pred``; False (not an error) when it never holds: an app that does not
+    recover is a finding for the checkers, not a crash of the drill."""
+    from harness.wait import WaitTimeout, wait_until
+
+    try:
+        wait_until(pred, timeout, interval=interval, what="the workload to settle")
+    except WaitTimeout:
+        return False
+    return True
+
+
+def writes_after(history: Any, since: float, count: int) -> Callable[[], bool]:
+    """A predicate: ``count`` successful writes invoked after ``since`` (monotonic)."""
+    return lambda: sum(o.ok for o in history.operations("write") if o.invoke_time > since) >= count

@@ -115,3 +115,24 @@ def network_drill_probe():
 """)
     res.assert_outcomes(failed=1)
     assert journal["verdict"] in ("fail", "error")
+
+
+def test_multi_az_drill_catches_a_client_that_caches_dns_forever(pytester: pytest.Pytester) -> None:
+    res, journal = run_drill(pytester, "multi_az_failover", """
+import socket
+import pytest
+from suites.pgclient import default_connect
+
+@pytest.fixture
+def rds_drill_connect():
+    cache = {}
+    def connect(host, port, user, password, dbname):   # resolves once, like a JVM with cache.ttl=-1
+        if host not in cache:
+            cache[host] = socket.gethostbyname(host)
+        return default_connect(cache[host], port, user, password, dbname)
+    return connect
+""")
+    res.assert_outcomes(failed=1)
+    failed = failed_checks(journal)
+    assert "recovery" in failed, journal["message"]
+    assert {v["what"] for v in failed["recovery"]["violations"]} & {"no recovery", "slow recovery"}
