@@ -149,6 +149,7 @@ class ActionRecord:
     end_mono: float | None = None
     fault: str | None = None
     error: str | None = None
+    injected: float | None = None       # epoch when the fault had taken effect
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -332,6 +333,7 @@ class ExperimentRunner:
                 self._faults[action.name] = fault
             ar.start, ar.start_mono = time.time(), time.monotonic()
             fault.start()
+            ar.injected = time.time()
             if ar.scaled_duration and self._stop.wait(ar.scaled_duration):
                 ar.state = "stopped"
             self._heal(action.name)

@@ -84,6 +84,8 @@ class RdsInterceptor:
             "AddSourceIdentifierToSubscription": self.change_subscription,
             "RemoveSourceIdentifierFromSubscription": self.change_subscription,
         }
+        for ext in rec.extensions:
+            self.handlers.update(ext.handlers(dict(self.handlers)))
 
     def applies(self, info: RequestInfo) -> bool:
         return info.signing_name == "rds" and info.operation in self.handlers

@@ -66,6 +66,44 @@ def current_reconciler() -> RdsReconciler:
     return _running[-1]
 
 
+# Modules that extend the reconciler (RDS Proxy, Aurora, IAM auth), imported at start when present. Each
+# defines ``extension(reconciler) -> RdsExtension``.
+EXTENSION_MODULES = ("harness.rds.rdsproxy", "harness.rds.aurora", "harness.rds.iamauth")
+
+
+class RdsExtension:
+    """A part of emulated RDS beyond DB instances. ``handlers(base)`` returns the RDS API operations it
+    answers (``base`` holds the instance handlers, so an extension can wrap one, e.g. CreateDBInstance for
+    cluster members); the other hooks are called by the reconciler."""
+
+    def handlers(self, base: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def primary_changed(self, inst: Instance) -> None:
+        """``inst``'s primary moved (failover, promotion): follow it (an RDS Proxy retargets)."""
+
+    def reset(self) -> None:
+        """Remove what this extension made (between tests)."""
+
+    def stop(self) -> None:
+        """Stop what this extension runs."""
+
+
+def load_extensions(rec: RdsReconciler) -> list[RdsExtension]:
+    import importlib
+
+    found: list[RdsExtension] = []
+    for name in EXTENSION_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        found.append(mod.extension(rec))
+    return found
+
+
 class RdsReconciler:
     """Constructed by ``Stack.rds``; ``start()`` needs PostgreSQL (NotInstalledError otherwise) and starts the
     AWS endpoint, the DNS server and the fault proxy it builds on."""
@@ -89,6 +127,7 @@ class RdsReconciler:
         self._tokens = itertools.count(1)
         self._az_down: dict[int, tuple[str, str]] = {}
         self._fences: dict[int, tuple[Host, str]] = {}
+        self.extensions: list[RdsExtension] = []
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> RdsReconciler:
@@ -115,6 +154,7 @@ class RdsReconciler:
         self._fleet.dns_ttl = self.timings.dns_ttl
         self._events = RdsEvents(aws)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dbdrill-rds")
+        self.extensions = load_extensions(self)
         self._interceptor = RdsInterceptor(self)
         aws._app().interceptors.append(self._interceptor)
         self._stop.clear()
@@ -135,6 +175,12 @@ class RdsReconciler:
             with contextlib.suppress(ValueError):
                 self.aws.app.interceptors.remove(self._interceptor)
         self._interceptor = None
+        for ext in reversed(self.extensions):
+            try:
+                ext.stop()
+            except Exception:
+                logger.exception("stopping %s failed", ext)
+        self.extensions = []
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -149,6 +195,11 @@ class RdsReconciler:
 
     def reset(self) -> None:
         """Remove every DB instance (the real ones and moto's records), lift AZ outages and fences."""
+        for ext in reversed(self.extensions):
+            try:
+                ext.reset()
+            except Exception:
+                logger.exception("resetting %s failed", ext)
         with self.lock:
             instances = list(self.instances.values())
             self._az_down.clear()
@@ -240,6 +291,14 @@ class RdsReconciler:
         self.set_moto(inst, availability_zone=inst.primary.az, secondary_availability_zone=secondary,
                       multi_az=inst.multi_az)
 
+    def primary_changed(self, inst: Instance) -> None:
+        """Tell the extensions that ``inst``'s primary moved (after the DNS flip)."""
+        for ext in self.extensions:
+            try:
+                ext.primary_changed(inst)
+            except Exception:
+                logger.exception("%s could not follow %s's new primary", ext, inst.identifier)
+
     def emit(self, inst: Instance, kind: str, message: str | None = None) -> None:
         try:
             self.events.emit(inst.region, inst.identifier, inst.arn, kind, message)
@@ -320,6 +379,7 @@ class RdsReconciler:
         self.emit(inst, "failover_started")
         took = self.fleet.failover(inst, crash=crash, delay=self.timings.failover_delay)
         self.sync_azs(inst)
+        self.primary_changed(inst)
         self.set_moto(inst, status="available")
         self.emit(inst, "failover_dns")
         self.emit(inst, "failover_completed")

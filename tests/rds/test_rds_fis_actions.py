@@ -82,7 +82,7 @@ def test_cross_region_cut_holds_replication_then_catches_up(postgres_instance: A
     runner = ExperimentRunner(tpl, registry=registry(), time_scale=0.1, extra={"endpoint": aws})
     thread = threading.Thread(target=runner.run)
     thread.start()
-    wait_until(lambda: runner.record.actions["cut"].state == "running", 10, what="the cut to start")
+    wait_until(lambda: runner.record.actions["cut"].injected is not None, 10, what="the cut to take effect")
     with primary.connect() as conn:
         conn.execute("INSERT INTO t VALUES (1)")
     # The row cannot cross while the route is cut (replication takes milliseconds otherwise).
