@@ -95,6 +95,8 @@ class Settings:
     aws_allow_accounts: tuple[str, ...] = ()
     aws_allow_tag: str = "dbdrill:allow=true"
     dry_run: bool = False
+    aws_resource: str | None = None
+    aws_dsn: str | None = None
     report_dir: Path = field(default_factory=lambda: Path("dbdrill-reports"))
     thresholds: str | None = None
 
@@ -122,6 +124,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("aws-allow-accounts", "AWS account ids a game day may touch, comma separated", _csv, "IDS"),
     Option("aws-allow-tag", "tag KEY=VALUE every real resource must carry to be faulted", str, "KEY=VALUE"),
     Option("dry-run", "with target aws: print the plan, change nothing", _bool, "BOOL"),
+    Option("aws-resource", "with target aws: ARN of the DB instance / cluster the drill faults", str, "ARN"),
+    Option("aws-dsn", "with target aws: libpq DSN the drill's clients use (the resource's endpoint)", str, "DSN"),
     Option("report-dir", "directory for drill journals and reports", Path, "DIR"),
     Option("thresholds", "drill pass/fail limits overriding each drill's defaults, e.g. "
            "max_rto=30s,max_lost_writes=0,min_availability=0.99", _assignments, "NAME=VALUE,..."),

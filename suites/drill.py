@@ -28,7 +28,7 @@ class Drill:
     def __init__(self, name: str, *, kind: str = "generic", timeline: Timeline, settings: Any = None,
                  report_dir: Path | None = None, threshold_sources: Iterable[str | Mapping[str, Any] | None] = (),
                  record_property: Callable[[str, object], None] | None = None,
-                 history: History | None = None, progress_stream: Any = None) -> None:
+                 history: History | None = None, progress_stream: Any = None, terminal: Any = None) -> None:
         self.name = name
         self.kind = kind
         self.timeline = timeline
@@ -45,6 +45,7 @@ class Drill:
         self.verdict: Verdict | None = None
         self.files: ReportFiles | None = None
         self._progress_stream = progress_stream
+        self.out: Any = terminal if terminal is not None else sys.stdout  # the user's terminal, past capture
         self._thresholds: Thresholds | None = None
 
     # -- limits ----------------------------------------------------------------------------------------
@@ -66,7 +67,7 @@ class Drill:
     @contextlib.contextmanager
     def progress(self, label: str | None = None) -> Iterator[Progress]:
         """A progress line once a second on the terminal (pytest's capture is bypassed on a TTY)."""
-        stream = self._progress_stream if self._progress_stream is not None else sys.__stderr__
+        stream = self._progress_stream if self._progress_stream is not None else self.out
         with Progress(self.history, stream=stream, timeline=self.timeline, label=label or self.name) as p:
             yield p
 

@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 
 from faults.database import force_failover
-from faults.schedule import Nemesis, Step
 from suites.drill import Fenced
-from suites.pgclient import PgApp, Target
-from suites.workload import Workload, settle, writes_after
+from suites.pgclient import PgApp, Target, failover_workload
+from suites.target import dsn_target, guard, is_aws, resource, stack_dns
 
 pytestmark = pytest.mark.dbdrill_drill("multi_az_failover", kind="rds-multi-az-failover")
 
@@ -31,34 +30,37 @@ def fast_defaults(drill: Any) -> None:
         drill.defaults(max_rto=5.0)
 
 
-def test_multi_az_failover(drill: Any, postgres_instance: Any, rds_drill_connect: Any) -> None:
+def test_multi_az_failover(drill: Any, request: pytest.FixtureRequest, rds_drill_connect: Any) -> None:
+    if is_aws(drill.settings):
+        return game_day(drill, rds_drill_connect)
     fast_defaults(drill)
-    db = postgres_instance("drill-ha", multi_az=True)
+    db = request.getfixturevalue("postgres_instance")("drill-ha", multi_az=True)
     app = PgApp(drill.history, Target(db.address, db.port, db.user, db.password, db.dbname), rds_drill_connect)
     app.setup()
     old_primary = db.instance.primary.address
-    history = drill.history
-
-    def work(process: int, i: int) -> None:
-        if process == 2:
-            app.read(process)
-        else:
-            app.write(process, i * 2 + process)
-
     failover = force_failover(db)
-    with drill.progress(), Workload(work, threads=3, interval=0.01, max_time=120):
-        step = Step(1.0, 0.5, Fenced(failover, history, old_primary), name="failover")
-        nemesis = Nemesis([step], max_time=120).start()
-        assert nemesis.wait(120), "the failover did not finish"
-        nemesis.stop()
-        nemesis.check()
-        drill.schedule = nemesis.schedule()
-        healed = history.operations()[-1].invoke_time
-        drill.note(recovered_after_heal=settle(writes_after(history, healed, 20), drill.settle_s))
-    app.final_read()
-    app.close()
+    failover_workload(drill, app, Fenced(failover, drill.history, old_primary))
     desc = db.describe()
     drill.note(failover_took_s=failover.took, old_primary=old_primary, new_primary=db.instance.primary.address,
                availability_zone=desc["AvailabilityZone"], secondary_zone=desc.get("SecondaryAvailabilityZone"))
     drill.finish(writer={db.address}, checks=["lost-writes", "stale-reads", "split-brain", "recovery", "data-loss"])
 
+
+def game_day(drill: Any, connect: Any) -> None:
+    """The same drill against a real Multi-AZ instance: reboot_db_instance(ForceFailover=True) behind the guard
+    rails (allow-listed account, allow tag, plan printed first, dry run, abort heals)."""
+    from faults.gameday import RebootDbInstance
+    from faults.gameday import game_day as guarded
+
+    settings = drill.settings
+    rails = guard(settings, drill.out)
+    action = RebootDbInstance(rails, resource(settings, "db"), force_failover=True)
+    target = dsn_target(settings)
+    with stack_dns(), guarded(rails, [action]):
+        if settings.dry_run:
+            pytest.skip("dry run: the plan was printed, nothing was changed")
+        app = PgApp(drill.history, target, connect)
+        app.setup()
+        failover_workload(drill, app, action)
+    drill.note(resource=action.arn, target="aws")
+    drill.finish(writer={target.host}, checks=["lost-writes", "stale-reads", "recovery", "data-loss"])

@@ -137,3 +137,36 @@ class PgApp:
 
     def close(self) -> None:
         self._drop()
+
+
+def failover_workload(drill: Any, app: PgApp, fault: Any, *, at: float = 1.0, duration: float = 0.5,
+                      writers: int = 2, readers: int = 1, reader_app: PgApp | None = None) -> None:
+    """The common shape of a database failover drill: ``writers`` threads insert increasing ids, ``readers``
+    threads read everything back (through ``reader_app`` when given: a reader endpoint), ``fault`` runs ``at``
+    s in for ``duration`` s, then the drill waits (bounded by the RTO limit) for writes to resume, and the
+    drill's own client makes the final read."""
+    from faults.schedule import Nemesis, Step
+    from suites.workload import Workload, settle, writes_after
+
+    history = drill.history
+
+    def work(process: int, i: int) -> None:
+        if process < writers:
+            app.write(process, i * writers + process)
+        else:
+            (reader_app or app).read(process)
+
+    with drill.progress(), Workload(work, threads=writers + readers, interval=0.01, max_time=300):
+        nemesis = Nemesis([Step(at, duration, fault, name=getattr(fault, "name", "fault"))], max_time=300).start()
+        if not nemesis.wait(300):
+            nemesis.stop()
+            raise AssertionError("the fault schedule did not finish within 300 s")
+        nemesis.stop()
+        nemesis.check()
+        drill.schedule = nemesis.schedule()
+        healed = history.operations()[-1].invoke_time
+        drill.note(recovered_after_heal=settle(writes_after(history, healed, 20), drill.settle_s))
+    app.final_read()
+    app.close()
+    if reader_app is not None:
+        reader_app.close()

@@ -48,10 +48,12 @@ def _journals_since(report_dir: Path, since: float) -> list[Path]:
               help="emulator (default) or aws: a game day in a real account (needs allow-lists).")
 @click.option("--aws-allow-accounts", default=None, metavar="IDS", help="Account ids a game day may touch.")
 @click.option("--dry-run", is_flag=True, help="With --target aws: print the plan, change nothing.")
+@click.option("--aws-resource", default=None, metavar="ARN", help="With --target aws: the DB instance/cluster ARN.")
+@click.option("--aws-dsn", default=None, metavar="DSN", help="With --target aws: where the drill's clients connect.")
 @click.option("--pytest-args", default="", metavar="ARGS", help="Extra pytest arguments, e.g. '-x -vv'.")
 def drill(names: tuple[str, ...], list_only: bool, report_dir: Path, thresholds: tuple[str, ...],
           time_profile: str | None, target: str | None, aws_allow_accounts: str | None, dry_run: bool,
-          pytest_args: str) -> None:
+          aws_resource: str | None, aws_dsn: str | None, pytest_args: str) -> None:
     """Run drills by NAME (or `all`), write reports, exit non-zero when a threshold is violated."""
     from suites.catalog import DRILLS, resolve
     from suites.thresholds import thresholds_for
@@ -62,7 +64,8 @@ def drill(names: tuple[str, ...], list_only: bool, report_dir: Path, thresholds:
         return
     threshold_text = ",".join(thresholds) or None
     env = _settings_env(report_dir=report_dir, time_profile=time_profile, target=target,
-                        aws_allow_accounts=aws_allow_accounts, dry_run=dry_run or None, thresholds=threshold_text)
+                        aws_allow_accounts=aws_allow_accounts, dry_run=dry_run or None, thresholds=threshold_text,
+                        aws_resource=aws_resource, aws_dsn=aws_dsn)
     try:
         chosen = resolve(list(names))
         # Everything a user can get wrong is refused here, before any service starts.

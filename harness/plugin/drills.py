@@ -22,6 +22,33 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+class _Terminal:
+    """A text stream that reaches the user's terminal past pytest's output capture (a game day's plan and
+    progress must be seen while the drill runs, not after)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def write(self, text: str) -> int:
+        import sys
+
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+        if capman is None:
+            return sys.stdout.write(text)
+        with capman.global_and_fixture_disabled():
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        import sys
+
+        return bool(getattr(sys.__stdout__, "isatty", lambda: False)())
+
+
 @pytest.fixture
 def drill(request: pytest.FixtureRequest, dbdrill_settings: Settings, fault_timeline: Timeline,
           record_property: Any) -> Iterator[Drill]:
@@ -38,7 +65,7 @@ def drill(request: pytest.FixtureRequest, dbdrill_settings: Settings, fault_time
         sources.insert(0, marker.kwargs["thresholds"])
     run = Drill(name, kind=kind, timeline=fault_timeline, settings=dbdrill_settings,
                 report_dir=dbdrill_settings.report_dir, threshold_sources=sources,
-                record_property=record_property)
+                record_property=record_property, terminal=_Terminal(request.config))
     yield run
     report = request.node.stash.get(_CALL_REPORT, None)
     if run.files is None and report is not None and report.failed:
