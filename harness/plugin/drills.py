@@ -44,9 +44,8 @@ class _Terminal:
         pass
 
     def isatty(self) -> bool:
-        import sys
-
-        return bool(getattr(sys.__stdout__, "isatty", lambda: False)())
+        # sys.stdout is pytest's capture here; the terminal writer knows whether the real one is a terminal.
+        return bool(self.config.get_terminal_writer().hasmarkup)
 
 
 @pytest.fixture
