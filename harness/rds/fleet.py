@@ -152,10 +152,12 @@ class Fleet:
         self._cut_state[host.proxy] = False
 
     def new_primary(self, region: str, az: str, identifier: str, *, port: int = PORT, auth: str = "scram-sha-256",
-                    user: str, password: str, db_name: str) -> Host:
-        """A fresh primary from the template, with the master user, behind its proxy."""
+                    user: str, password: str, db_name: str, settings: dict[str, str] | None = None) -> Host:
+        """A fresh primary from the template, with the master user, behind its proxy. ``settings``: server
+        settings beyond the base ones (from a parameter group, such as max_connections); standbys inherit them."""
         name = self._name(identifier)
-        cluster = self.engine.create_cluster(name, host=self.allocate(f"pg-{region}-{name}"), auth=auth)
+        cluster = self.engine.create_cluster(name, host=self.allocate(f"pg-{region}-{name}"), auth=auth,
+                                             settings=settings)
         host = Host(name, region, az, cluster, self.allocate(f"rds-{region}-{name}"), port, f"rds-{region}-{name}")
         try:
             cluster.create_master(user, password, db_name)
