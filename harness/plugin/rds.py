@@ -160,3 +160,21 @@ def pg_connect(dns_resolver: ResolverHook) -> Callable[..., Any]:
         return psycopg.connect(host=text, **options)  # an endpoint name or address
 
     return connect
+
+
+@pytest.fixture
+def rds_proxy(rds: RdsReconciler, aws: AwsEndpoint, dns_resolver: ResolverHook) -> Callable[..., Any]:
+    """Factory: ``rds_proxy(target, *, name=None, user=None, password=None, iam=False, idle_client_timeout=None,
+    pool=None, timeout=60)`` puts an RDS Proxy (a real PgBouncer) in front of ``target`` (a PostgresInstance or
+    identifier): a Secrets Manager secret with the login (default the master's), create_db_proxy, the target
+    registered, ``pool`` as ConnectionPoolConfig; waits until the target is AVAILABLE and returns an ``RdsProxy``
+    (``endpoint``, ``dsn``, ``connect()``, ``describe()``, ``targets()``). Removed after the test with ``rds``."""
+    from harness.rds.rdsproxy import proxy_extension
+    from harness.rds.rdsproxy_client import make_proxy
+
+    proxy_extension(rds).republish()  # kept proxies: the previous test's DNS cleanup may have taken their names
+
+    def make(target: Any, **kwargs: Any) -> Any:
+        return make_proxy(aws, rds, target, **kwargs)
+
+    return make
