@@ -1,0 +1,624 @@
+"""Aurora PostgreSQL clusters on real PostgreSQL: a writer and readers (streaming standbys of the writer), each a
+fleet host behind its own fault proxy; the cluster (writer), reader (rotating CNAME over the readers) and custom
+endpoints as DNS names with TTL 5 s; failover that fences the old writer as a blackhole, promotes the chosen
+reader, re-points the others and flips DNS, then rebuilds the old writer as a reader; automatic failover when the
+writer dies. The RDS API side is in harness/rds/aurora_api.py."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import HarnessError
+from harness.rds import replication as repl
+from harness.rds.fleet import PORT, Host
+from harness.rds.reconciler import API_WAIT_TIMEOUT, RdsExtension
+from harness.wait import wait_until
+
+if TYPE_CHECKING:
+    from harness.rds.fleet import Fleet
+    from harness.rds.postgres import PgCluster
+    from harness.rds.reconciler import RdsReconciler
+
+logger = logging.getLogger(__name__)
+
+ENGINE = "aurora-postgresql"
+DNS_TTL = 5  # Aurora endpoints, both profiles
+FENCE = "aurora-failover"
+# Parameter group settings applied to the real servers; others are recorded by the API only.
+APPLIED_PARAMETERS = ("max_connections", "statement_timeout", "idle_in_transaction_session_timeout", "lock_timeout",
+                      "work_mem", "log_min_duration_statement")
+
+
+@dataclass(frozen=True)
+class AuroraTimings:
+    """``failover_delay``: from fencing the writer to promoting a reader (AWS: most of a 30-60 s failover).
+    ``rejoin_delay``: from the DNS flip until the old writer starts rebuilding as a reader. ``restart_delay``: a
+    crashed writer without readers (or a crashed reader) is restarted after this."""
+
+    failover_delay: float
+    rejoin_delay: float
+    restart_delay: float
+    monitor_interval: float
+
+
+TIMINGS = {
+    "fast": AuroraTimings(failover_delay=0.0, rejoin_delay=0.0, restart_delay=0.2, monitor_interval=0.05),
+    "aws": AuroraTimings(failover_delay=25.0, rejoin_delay=20.0, restart_delay=30.0, monitor_interval=1.0),
+}
+
+
+@dataclass(eq=False)
+class Member:
+    """A DB instance of a cluster. ``host`` is None while it is being created."""
+
+    identifier: str
+    arn: str
+    dns_name: str
+    az: str
+    promotion_tier: int = 1
+    host: Host | None = None
+    status: str = "creating"
+
+    def __repr__(self) -> str:
+        return f"<Member {self.identifier} {self.status} {self.host.address if self.host else '-'}>"
+
+
+@dataclass(eq=False)
+class CustomEndpoint:
+    """``create_db_cluster_endpoint``: a name rotating over chosen members (type READER or ANY)."""
+
+    identifier: str
+    arn: str
+    dns_name: str
+    endpoint_type: str
+    static: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    status: str = "available"
+
+
+@dataclass(eq=False)
+class AuroraCluster:
+    region: str
+    identifier: str
+    arn: str
+    resource_id: str
+    writer_dns: str
+    reader_dns: str
+    port: int
+    user: str
+    password: str
+    db_name: str
+    settings: dict[str, str] = field(default_factory=dict)
+    members: dict[str, Member] = field(default_factory=dict)
+    writer: Member | None = None
+    fenced: list[Member] = field(default_factory=list)  # old writers, blackholed until they rejoin as readers
+    endpoints: dict[str, CustomEndpoint] = field(default_factory=dict)
+    status: str = "available"
+    failovers: int = 0
+    busy: int = 0
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def readers(self) -> list[Member]:
+        """Members serving reads now (not the writer, not fenced, not being created)."""
+        return [m for m in self.members.values()
+                if m is not self.writer and m not in self.fenced and m.host is not None and m.status == "available"]
+
+    def member(self, identifier: str) -> Member:
+        found = self.members.get(identifier.lower())
+        if found is None:
+            raise HarnessError(f"{identifier!r} is not a DB instance of cluster {self.identifier} (members: "
+                               f"{', '.join(sorted(self.members)) or 'none'})", obj=self)
+        return found
+
+    def dsn(self, *, host: str | None = None, dbname: str | None = None, **extra: Any) -> str:
+        """libpq connection string to the cluster (writer) endpoint (or ``host``) with the master login."""
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(host=host or self.writer_dns, port=self.port, user=self.user, password=self.password,
+                             dbname=dbname or self.db_name, **extra)
+
+    def __repr__(self) -> str:
+        writer = self.writer.identifier if self.writer else None
+        return f"<AuroraCluster {self.region}/{self.identifier} {self.status} writer={writer}>"
+
+
+def aurora(rec: RdsReconciler) -> AuroraClusters:
+    """The reconciler's Aurora extension (HarnessError if it is not loaded)."""
+    for ext in rec.extensions:
+        if isinstance(ext, AuroraClusters):
+            return ext
+    raise HarnessError("the Aurora extension is not loaded in this RDS reconciler", obj=rec)
+
+
+class AuroraClusters(RdsExtension):
+    """Every Aurora cluster of one reconciler, their hosts (in the reconciler's fleet) and DNS names."""
+
+    def __init__(self, rec: RdsReconciler) -> None:
+        self.rec = rec
+        self.timings = TIMINGS[rec.settings.time_profile]
+        self.clusters: dict[tuple[str, str], AuroraCluster] = {}
+        self.lock = threading.RLock()
+        self._stop = threading.Event()
+        self._ids = itertools.count(1)
+        self._monitor = threading.Thread(target=self._watch, name="dbdrill-aurora-monitor", daemon=True)
+        self._monitor.start()
+
+    # -- extension hooks -------------------------------------------------------------------------------------
+    def handlers(self, base: dict[str, Any]) -> dict[str, Any]:
+        from harness.rds.aurora_api import AuroraApi
+
+        return AuroraApi(self, base).handlers()
+
+    def reset(self) -> None:
+        with self.lock:
+            clusters = list(self.clusters.values())
+        for cluster in clusters:
+            try:
+                self.drop(cluster)
+            except Exception:
+                logger.exception("removing %s failed", cluster)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._monitor.join(10)
+        self.reset()
+
+    @property
+    def fleet(self) -> Fleet:
+        return self.rec.fleet
+
+    # -- lookup ----------------------------------------------------------------------------------------------
+    def register(self, cluster: AuroraCluster) -> None:
+        with self.lock:
+            self.clusters[(cluster.region, cluster.identifier)] = cluster
+
+    def find(self, region: str, identifier: str) -> AuroraCluster | None:
+        with self.lock:
+            return self.clusters.get((region, identifier.lower()))
+
+    def cluster(self, identifier: str, region: str | None = None) -> AuroraCluster:
+        """The running cluster ``identifier`` (in ``region``, or the only region that has it)."""
+        ident = identifier.lower()
+        with self.lock:
+            found = [c for (r, name), c in self.clusters.items() if name == ident and region in (None, r)]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise HarnessError(f"no Aurora cluster {identifier!r}{f' in {region}' if region else ''}: create it with "
+                               "create_db_cluster(Engine='aurora-postgresql') first", obj=self)
+        raise HarnessError(f"Aurora cluster {identifier!r} exists in several regions: pass region=", obj=self)
+
+    def member_of(self, region: str, identifier: str) -> tuple[AuroraCluster, Member] | None:
+        """The cluster and member record of DB instance ``identifier``, if it is an Aurora member."""
+        ident = identifier.lower()
+        with self.lock:
+            clusters = [c for (r, _), c in self.clusters.items() if r == region]
+        for cluster in clusters:
+            if ident in cluster.members:
+                return cluster, cluster.members[ident]
+        return None
+
+    def owner_of(self, server: PgCluster) -> tuple[AuroraCluster, Member] | None:
+        """Which cluster member runs PostgreSQL server ``server`` (IAM auth asks this)."""
+        with self.lock:
+            clusters = list(self.clusters.values())
+        for cluster in clusters:
+            for member in list(cluster.members.values()):
+                if member.host is not None and server in (member.host.cluster, member.host.frozen):
+                    return cluster, member
+        return None
+
+    # -- moto's records --------------------------------------------------------------------------------------
+    def moto_cluster(self, cluster: AuroraCluster) -> Any:
+        with self.rec.aws.lock:
+            return self.rec.aws.backend("rds", cluster.region).clusters.get(cluster.identifier)
+
+    def set_status(self, cluster: AuroraCluster, status: str) -> None:
+        cluster.status = status
+        with self.rec.aws.lock:
+            record = self.rec.aws.backend("rds", cluster.region).clusters.get(cluster.identifier)
+            if record is not None:
+                record.status = status
+
+    def set_member(self, cluster: AuroraCluster, member: Member, **attrs: Any) -> None:
+        """Write attributes on moto's record of ``member`` (status, is_cluster_writer, availability_zone...)."""
+        if "status" in attrs:
+            member.status = attrs["status"]
+        with self.rec.aws.lock:
+            db = self.rec.aws.backend("rds", cluster.region).databases.get(member.identifier)
+            if db is not None:
+                for key, value in attrs.items():
+                    setattr(db, key, value)
+
+    def sync_writer_flags(self, cluster: AuroraCluster) -> None:
+        for member in list(cluster.members.values()):
+            self.set_member(cluster, member, is_cluster_writer=member is cluster.writer)
+
+    def iam_enabled(self, cluster: AuroraCluster) -> bool:
+        record = self.moto_cluster(cluster)
+        return bool(getattr(record, "iam_auth", False)) if record is not None else False
+
+    def promotion_tier(self, cluster: AuroraCluster, member: Member) -> int:
+        with self.rec.aws.lock:
+            db = self.rec.aws.backend("rds", cluster.region).databases.get(member.identifier)
+            return int(getattr(db, "promotion_tier", member.promotion_tier) or 0) if db is not None else \
+                member.promotion_tier
+
+    # -- running work ----------------------------------------------------------------------------------------
+    def run(self, cluster: AuroraCluster, fn: Callable[[], Any], *, what: str, wait: bool | None = None) -> Any:
+        """Run ``fn`` with the cluster's lock on the reconciler's pool, the cluster counted busy meanwhile. With
+        ``wait`` (default: the profile's api_waits) return its result; otherwise return at once."""
+        with self.lock:
+            cluster.busy += 1
+
+        def work() -> Any:
+            try:
+                with cluster.lock:
+                    return fn()
+            finally:
+                self._idle(cluster)
+
+        future = self.rec.spawn(work, what=f"Aurora {what} of {cluster.region}/{cluster.identifier}",
+                                on_error=lambda: None)
+        if wait if wait is not None else self.rec.timings.api_waits:
+            return future.result(API_WAIT_TIMEOUT)
+        return None
+
+    def _idle(self, cluster: AuroraCluster) -> None:
+        with self.lock:
+            cluster.busy -= 1
+
+    def wait_available(self, identifier: str, region: str | None = None, timeout: float = 60.0) -> AuroraCluster:
+        """Until the cluster is available, idle, and every member is available (old writers rejoined)."""
+        cluster = self.cluster(identifier, region)
+
+        def ready() -> bool:
+            return cluster.status == "available" and not cluster.busy and not cluster.fenced and \
+                all(m.status == "available" for m in cluster.members.values())
+
+        wait_until(ready, timeout, interval=0.01, what=f"Aurora cluster {identifier} to be available")
+        return cluster
+
+    # -- members ---------------------------------------------------------------------------------------------
+    def next_az(self, cluster: AuroraCluster) -> str:
+        return f"{cluster.region}{'abc'[len(cluster.members) % 3]}"
+
+    def build_member(self, cluster: AuroraCluster, member: Member) -> None:
+        """Create the member's real server: the writer if the cluster has none, else a reader streaming from it."""
+        fleet = self.fleet
+        if cluster.writer is None or cluster.writer.host is None:
+            host = fleet.new_primary(cluster.region, member.az, member.identifier, port=cluster.port,
+                                     user=cluster.user, password=cluster.password, db_name=cluster.db_name,
+                                     settings=cluster.settings)
+            member.host = host
+            cluster.writer = member
+        else:
+            member.host = fleet.new_standby(cluster.writer.host, cluster.region, member.az, member.identifier,
+                                            role="replica", port=cluster.port)
+        self.set_member(cluster, member, status="available", availability_zone=member.az)
+        self.sync_writer_flags(cluster)
+        self.publish(cluster)
+        if cluster.writer is member:
+            self.notify_writer(cluster)
+
+    def remove_member(self, cluster: AuroraCluster, member: Member) -> None:
+        """Delete one member: a writer with readers fails over first (as Aurora does), then the host goes."""
+        if member is cluster.writer and cluster.readers:
+            self.do_failover(cluster, None, crash=False, rejoin=False)
+        with contextlib.suppress(ValueError):
+            cluster.fenced.remove(member)
+        cluster.members.pop(member.identifier, None)
+        if cluster.writer is member:
+            cluster.writer = None
+        with contextlib.suppress(Exception):
+            self.rec.stack.dns.delete_record(member.dns_name)
+        if member.host is not None:
+            self.fleet.remove_host(member.host)
+        self.publish(cluster)
+        self.notify_writer(cluster)
+
+    def drop(self, cluster: AuroraCluster) -> None:
+        """Remove a cluster entirely: hosts, DNS names, moto's records."""
+        with self.lock:
+            if self.clusters.get((cluster.region, cluster.identifier)) is cluster:
+                del self.clusters[(cluster.region, cluster.identifier)]
+        with cluster.lock:
+            for member in list(cluster.members.values()):
+                with contextlib.suppress(Exception):
+                    self.rec.stack.dns.delete_record(member.dns_name)
+                if member.host is not None:
+                    self.fleet.remove_host(member.host)
+            cluster.members.clear()
+            cluster.writer = None
+            self.unpublish(cluster)
+        with self.rec.aws.lock, contextlib.suppress(Exception):
+            backend = self.rec.aws.backend("rds", cluster.region)
+            for ident in [k for k, v in backend.databases.items()
+                          if getattr(v, "db_cluster_identifier", None) == cluster.identifier]:
+                backend.databases.pop(ident, None)
+            backend.clusters.pop(cluster.identifier, None)
+
+    # -- DNS -------------------------------------------------------------------------------------------------
+    def publish(self, cluster: AuroraCluster) -> None:
+        """Instance endpoints answer their host; the cluster endpoint the writer; the reader endpoint rotates over
+        the readers (the writer when there are none, as on Aurora); custom endpoints over their members."""
+        dns = self.rec.stack.dns
+        for member in list(cluster.members.values()):
+            if member.host is not None:
+                dns.set_record(member.dns_name, "A", [member.host.address], ttl=DNS_TTL)
+        writer = cluster.writer
+        if writer is None or writer.host is None:
+            self.unpublish(cluster)
+            return
+        dns.set_record(cluster.writer_dns, "A", [writer.host.address], ttl=DNS_TTL)
+        readers = [m.dns_name for m in cluster.readers] or [writer.dns_name]
+        dns.set_record(cluster.reader_dns, "CNAME", _paired(readers), ttl=DNS_TTL)
+        for endpoint in list(cluster.endpoints.values()):
+            names = [m.dns_name for m in self.endpoint_members(cluster, endpoint)]
+            if names:
+                dns.set_record(endpoint.dns_name, "CNAME", _paired(names), ttl=DNS_TTL)
+            else:
+                with contextlib.suppress(Exception):
+                    dns.delete_record(endpoint.dns_name)
+
+    def unpublish(self, cluster: AuroraCluster) -> None:
+        dns = self.rec.stack.dns
+        for name in (cluster.writer_dns, cluster.reader_dns, *(e.dns_name for e in cluster.endpoints.values())):
+            with contextlib.suppress(Exception):
+                dns.delete_record(name)
+
+    def endpoint_members(self, cluster: AuroraCluster, endpoint: CustomEndpoint) -> list[Member]:
+        """Members a custom endpoint reaches now: its static members (or all but the excluded), readers only for
+        type READER; never a fenced old writer."""
+        live = [m for m in cluster.members.values()
+                if m.host is not None and m.status == "available" and m not in cluster.fenced]
+        chosen = [m for m in live if m.identifier in endpoint.static] if endpoint.static else \
+            [m for m in live if m.identifier not in endpoint.excluded]
+        if endpoint.endpoint_type == "READER":
+            chosen = [m for m in chosen if m is not cluster.writer]
+        return chosen
+
+    def republish(self) -> None:
+        with self.lock:
+            clusters = list(self.clusters.values())
+        for cluster in clusters:
+            self.publish(cluster)
+
+    def notify_writer(self, cluster: AuroraCluster) -> None:
+        """Other extensions (RDS Proxies tracking the cluster) follow its new writer."""
+        for ext in self.rec.extensions:
+            follow = getattr(ext, "cluster_writer_changed", None)
+            if follow is None:
+                continue
+            try:
+                follow(cluster.region, cluster.identifier)
+            except Exception:
+                logger.exception("%s could not follow %s's new writer", ext, cluster.identifier)
+
+    def cluster_writer(self, region: str, identifier: str) -> tuple[str, int] | None:
+        """Where the cluster's writer is reached now (its host's address and port), or None."""
+        cluster = self.find(region, identifier)
+        writer = cluster.writer if cluster is not None else None
+        if cluster is None or writer is None or writer.host is None or writer in cluster.fenced:
+            return None
+        return writer.host.endpoint
+
+    # -- failover --------------------------------------------------------------------------------------------
+    def choose_target(self, cluster: AuroraCluster, *, crash: bool) -> Member:
+        """Aurora's pick: the lowest promotion tier; among equals (and after a crash) the reader with the most WAL
+        received, so the fewest commits are lost."""
+        candidates = [m for m in cluster.readers if m.host is not None and m.host.cluster.running()]
+        if not candidates:
+            raise HarnessError(f"cluster {cluster.identifier} has no available reader to fail over to", obj=cluster)
+
+        def received(m: Member) -> int:
+            assert m.host is not None
+            try:
+                return int(m.host.cluster.value(
+                    "SELECT pg_wal_lsn_diff(coalesce(pg_last_wal_receive_lsn(), '0/0'), '0/0')") or 0)
+            except Exception:
+                return -1
+
+        return min(candidates, key=lambda m: (self.promotion_tier(cluster, m), -received(m), m.identifier))
+
+    def failover(self, identifier: str, target: str | None = None, *, region: str | None = None,
+                 crash: bool = False, rejoin: bool = True) -> float:
+        """Fail the cluster over now; seconds from the fence to the DNS flip. ``rejoin`` False keeps the old writer
+        fenced (a blackhole) until ``rejoin_old_writers``."""
+        cluster = self.cluster(identifier, region)
+        took: float = self.run(cluster, lambda: self.do_failover(cluster, target, crash=crash, rejoin=rejoin),
+                               what="failover", wait=True)
+        return took
+
+    def do_failover(self, cluster: AuroraCluster, target: str | None, *, crash: bool, rejoin: bool) -> float:
+        """Fence the writer (clients blackholed), let the chosen reader replay everything (a planned failover loses
+        nothing, as Aurora's shared storage would not), freeze or bury the old server, promote, flip DNS, tell the
+        proxies. Readers follow and the old writer rejoins in the background."""
+        old = cluster.writer
+        if old is None or old.host is None:
+            raise HarnessError(f"cluster {cluster.identifier} has no writer to fail over from", obj=cluster)
+        new = cluster.member(target) if target else self.choose_target(cluster, crash=crash)
+        if new is old or new not in cluster.readers or new.host is None:
+            raise HarnessError(f"{new.identifier} is not an available reader of {cluster.identifier}: choose one "
+                               f"of {', '.join(m.identifier for m in cluster.readers) or 'none'}", obj=cluster)
+        t0 = time.perf_counter()
+        self.set_status(cluster, "failing-over")
+        old_host, new_host = old.host, new.host
+        old_host.client_cuts.add(FENCE)
+        self.fleet.sync_cuts()
+        old_host.expected_down = True
+        if crash or not old_host.cluster.running():
+            old_host.cluster.kill()
+            self.fleet.park(old_host)
+        else:
+            with contextlib.suppress(Exception):
+                repl.wait_caught_up(old_host.cluster, new_host.cluster, timeout=5)
+            # Frozen, not shut down: a shutdown would close its clients' connections; a fenced host's clients see
+            # nothing at all and must time out.
+            old_host.cluster.freeze()
+            old_host.frozen = old_host.cluster
+        if self.timings.failover_delay:
+            self.rec.pause(self.timings.failover_delay)
+        repl.promote(new_host.cluster)
+        self.fleet.unlink(new_host)
+        new_host.role, old_host.role = "primary", "replica"
+        cluster.writer = new
+        cluster.fenced.append(old)
+        self.set_member(cluster, old, status="rebooting")
+        self.publish(cluster)
+        took = time.perf_counter() - t0
+        cluster.failovers += 1
+        self.sync_writer_flags(cluster)
+        self.notify_writer(cluster)
+        self.set_status(cluster, "available")
+        logger.info("Aurora %s failed over from %s to %s in %.3fs", cluster.identifier, old.identifier,
+                    new.identifier, took)
+        self.run(cluster, lambda: self._repoint_readers(cluster), what="reader re-pointing", wait=False)
+        if rejoin:
+            self.rec.spawn(lambda: self._rejoin_later(cluster, old), what=f"Aurora rejoin of {old.identifier}",
+                           on_error=lambda: None)
+        return took
+
+    def _repoint_readers(self, cluster: AuroraCluster) -> None:
+        writer = cluster.writer
+        if writer is None or writer.host is None:
+            return
+        for member in list(cluster.members.values()):
+            if member is writer or member in cluster.fenced or member.host is None:
+                continue
+            try:
+                self.fleet.follow(member.host, writer.host)
+            except Exception:
+                logger.exception("reader %s could not follow the new writer %s", member.identifier, writer.identifier)
+
+    def _rejoin_later(self, cluster: AuroraCluster, member: Member) -> None:
+        """After the profile's rejoin delay (not holding the cluster's lock meanwhile), the old writer rejoins."""
+        with self.lock:
+            cluster.busy += 1
+        try:
+            if self.timings.rejoin_delay and self.rec.pause(self.timings.rejoin_delay):
+                return
+            with cluster.lock:
+                self.rejoin(cluster, member)
+        finally:
+            self._idle(cluster)
+
+    def rejoin(self, cluster: AuroraCluster, member: Member) -> None:
+        """The fenced old writer comes back as a reader of the current writer: a new server cloned from it, its
+        proxy re-pointed (connections hanging on the fence drop), the blackhole lifted, back in the reader DNS."""
+        writer = cluster.writer
+        host = member.host
+        if member not in cluster.fenced or writer is None or writer.host is None or host is None:
+            return
+        fleet = self.fleet
+        fleet.fresh_server(host)
+        fleet._link(host, writer.host)  # the fleet's own re-pointing of a standby's replication link
+        repl.clone_into(host.cluster, writer.host.cluster, upstream=(str(host.link_address), PORT))
+        repl.wait_streaming(writer.host.cluster, host.cluster, timeout=30)
+        fleet.serve(host)
+        host.role = "replica"
+        host.expected_down = False
+        host.client_cuts.discard(FENCE)
+        fleet.sync_cuts()
+        cluster.fenced.remove(member)
+        self.set_member(cluster, member, status="available")
+        self.publish(cluster)
+        self.notify_writer(cluster)
+        logger.info("Aurora %s: %s rejoined as a reader", cluster.identifier, member.identifier)
+
+    def rejoin_old_writers(self, identifier: str, region: str | None = None) -> None:
+        """Bring back every fenced old writer of the cluster as a reader (after ``failover(rejoin=False)``)."""
+        cluster = self.cluster(identifier, region)
+
+        def work() -> None:
+            for member in list(cluster.fenced):
+                self.rejoin(cluster, member)
+
+        self.run(cluster, work, what="rejoin", wait=True)
+
+    # -- faults ----------------------------------------------------------------------------------------------
+    def kill_writer(self, identifier: str, region: str | None = None) -> Member:
+        """SIGKILL the writer's server: the monitor fails over to a reader (or restarts a lone writer)."""
+        cluster = self.cluster(identifier, region)
+        writer = cluster.writer
+        if writer is None or writer.host is None:
+            raise HarnessError(f"cluster {identifier} has no writer to kill", obj=cluster)
+        writer.host.cluster.kill()
+        logger.info("killed the writer %s of %s", writer.identifier, identifier)
+        return writer
+
+    def set_reader_lag(self, identifier: str, reader: str, seconds: float | None, region: str | None = None) -> None:
+        """Real lag on a reader: each commit is applied ``seconds`` after the writer made it (None: no delay)."""
+        cluster = self.cluster(identifier, region)
+        member = cluster.member(reader)
+        if member is cluster.writer or member.host is None:
+            raise HarnessError(f"{reader} is the writer of {identifier}: reader lag needs a reader", obj=cluster)
+        repl.set_apply_delay(member.host.cluster, seconds)
+
+    # -- the monitor -----------------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        down_since: dict[int, float] = {}
+        for _ in itertools.count():
+            if self._stop.wait(self.timings.monitor_interval):
+                return
+            with self.lock:
+                clusters = list(self.clusters.values())
+            for cluster in clusters:
+                try:
+                    self._check(cluster, down_since)
+                except Exception:
+                    logger.exception("monitoring %s failed", cluster)
+
+    def _check(self, cluster: AuroraCluster, down_since: dict[int, float]) -> None:
+        if self.moto_cluster(cluster) is None and not cluster.busy:
+            logger.info("moto forgot Aurora cluster %s/%s: removing it", cluster.region, cluster.identifier)
+            self.drop(cluster)
+            return
+        if cluster.status != "available" or cluster.busy:
+            return
+        for member in list(cluster.members.values()):
+            host = member.host
+            if host is None or member.status != "available" or host.expected_down or host.net_cuts or \
+                    host.cluster.running():
+                down_since.pop(id(member), None)
+                continue
+            if member is cluster.writer and any(m.host is not None and m.host.cluster.running()
+                                                for m in cluster.readers):
+                logger.warning("writer %s of %s died: failing over", member.identifier, cluster.identifier)
+                self.run(cluster, lambda: self.do_failover(cluster, None, crash=True, rejoin=True),
+                         what="failover", wait=False)
+                return
+            first = down_since.setdefault(id(member), time.monotonic())
+            if time.monotonic() - first >= self.timings.restart_delay:
+                down_since.pop(id(member), None)
+                logger.warning("%s of %s died: restarting it", member.identifier, cluster.identifier)
+                self.run(cluster, lambda m=member: self._restart(cluster, m), what="restart", wait=False)  # type: ignore[misc]
+
+    def _restart(self, cluster: AuroraCluster, member: Member) -> None:
+        if member.host is None:
+            return
+        self.set_member(cluster, member, status="rebooting")
+        try:
+            self.fleet.restart(member.host)
+        finally:
+            self.set_member(cluster, member, status="available")
+        self.publish(cluster)
+
+
+def _paired(names: list[str]) -> list[str]:
+    """Each target twice in a row for a CNAME that rotates one step per query: a client's getaddrinfo asks A then
+    AAAA, so both questions of one lookup land on the same member and consecutive lookups on consecutive members
+    (with single targets, two readers would alternate per question and every lookup would get the same one)."""
+    return [n for name in names for n in (name, name)]
+
+
+def extension(rec: RdsReconciler) -> AuroraClusters:
+    return AuroraClusters(rec)
+
