@@ -16,6 +16,8 @@ from harness.rds.rdsproxy import set_max_connections
 from harness.wait import wait_until
 
 CLIENTS = 100
+# PostgreSQL's two ways of saying max_connections is used up (the second when only superuser slots are left).
+EXHAUSTED = ("too many clients already", "remaining connection slots are reserved")
 
 
 def storm(connect: Callable[[], Any], clients: int = CLIENTS, hold: float = 0.3) -> dict[str, int]:
@@ -32,7 +34,7 @@ def storm(connect: Callable[[], Any], clients: int = CLIENTS, hold: float = 0.3)
                 conn.execute("SELECT pg_sleep(%s)", (hold,))
             outcome = "ok"
         except psycopg.OperationalError as exc:
-            outcome = "too many clients" if "too many clients" in str(exc) else "other"
+            outcome = "too many clients" if any(text in str(exc) for text in EXHAUSTED) else "other"
         with lock:
             results[outcome] += 1
 
@@ -56,8 +58,8 @@ def test_storm_exhausts_max_connections_directly_and_passes_through_the_proxy(
     assert pool == 17  # MaxConnectionsPercent 100 of 20, less the 3 superuser_reserved_connections
 
     direct = storm(lambda: db.connect(connect_timeout=10))
-    assert direct["too many clients"] >= 50, direct  # FATAL: sorry, too many clients already
-    assert direct["ok"] <= 20, direct
+    assert direct["too many clients"] >= 50 and direct["other"] == 0, direct  # FATAL: sorry, too many clients
+    assert direct["ok"] < CLIENTS // 2, direct  # the slots freed by finished clients serve a few late ones
 
     through = storm(lambda: proxy.connect(connect_timeout=10))
     assert through == {"ok": CLIENTS, "too many clients": 0, "other": 0}, through
