@@ -21,6 +21,7 @@ pytest_plugins = [
     "harness.plugin.aws",
     "harness.plugin.dns",
     "harness.plugin.rds",
+    "harness.plugin.aurora",
     "harness.plugin.drills",
     "suites.defaults",
 ]
