@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.rds import replication as repl
+from harness.rds.aurora_iam import AuroraIam
 from harness.rds.fleet import PORT, Host
 from harness.rds.reconciler import API_WAIT_TIMEOUT, RdsExtension
 from harness.wait import wait_until
@@ -102,6 +103,7 @@ class AuroraCluster:
     status: str = "available"
     failovers: int = 0
     busy: int = 0
+    iam_applied: bool = False  # the members' pg_hba.conf carries the IAM auth line
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -145,6 +147,7 @@ class AuroraClusters(RdsExtension):
         self.timings = TIMINGS[rec.settings.time_profile]
         self.clusters: dict[tuple[str, str], AuroraCluster] = {}
         self.lock = threading.RLock()
+        self.iam = AuroraIam(self)
         self._stop = threading.Event()
         self._ids = itertools.count(1)
         self._monitor = threading.Thread(target=self._watch, name="dbdrill-aurora-monitor", daemon=True)
@@ -304,6 +307,7 @@ class AuroraClusters(RdsExtension):
                                             role="replica", port=cluster.port)
         self.set_member(cluster, member, status="available", availability_zone=member.az)
         self.sync_writer_flags(cluster)
+        self.iam.sync(cluster)
         self.publish(cluster)
         if cluster.writer is member:
             self.notify_writer(cluster)
@@ -497,6 +501,7 @@ class AuroraClusters(RdsExtension):
                 self.fleet.follow(member.host, writer.host)
             except Exception:
                 logger.exception("reader %s could not follow the new writer %s", member.identifier, writer.identifier)
+        self.iam.sync(cluster)  # a reader cloned again has a plain pg_hba.conf
 
     def _rejoin_later(self, cluster: AuroraCluster, member: Member) -> None:
         """After the profile's rejoin delay (not holding the cluster's lock meanwhile), the old writer rejoins."""
@@ -528,6 +533,7 @@ class AuroraClusters(RdsExtension):
         host.client_cuts.discard(FENCE)
         fleet.sync_cuts()
         cluster.fenced.remove(member)
+        self.iam.sync(cluster)
         self.set_member(cluster, member, status="available")
         self.publish(cluster)
         self.notify_writer(cluster)

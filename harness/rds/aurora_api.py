@@ -84,6 +84,8 @@ class AuroraApi:
                            "underscores, starting with a letter.")
         port = int(p.get("Port") or PORT)
         settings = self._parameters(region, p.get("DBClusterParameterGroupName"))
+        if _flag(p, "EnableIAMDatabaseAuthentication"):
+            self._iam_available()
         response = call.forward()
         if response.status != 200:
             return response
@@ -140,21 +142,35 @@ class AuroraApi:
         password = p.get("MasterUserPassword")
         if password is not None:
             check_password(password)
+        iam = _flag(p, "EnableIAMDatabaseAuthentication")
+        if iam:
+            self._iam_available()
         response = call.forward()
-        if response.status != 200 or password is None:
+        if response.status != 200 or (password is None and iam is None):
             return response
+        if iam is not None:
+            self.ext.iam.set_enabled(cluster, iam)
 
         def work() -> None:
             from psycopg import sql
 
             writer = cluster.writer
-            if writer is not None and writer.host is not None:
+            if password is not None and writer is not None and writer.host is not None:
                 writer.host.cluster.sql(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
                     sql.Identifier(cluster.user), sql.Literal(password)))
-            cluster.password = password
+                cluster.password = password
+            self.ext.iam.sync(cluster)
 
-        self.ext.run(cluster, work, what="password change")
+        self.ext.run(cluster, work, what="modification")
         return response
+
+    def _iam_available(self) -> None:
+        from harness.errors import HarnessError
+
+        try:
+            self.ext.iam.check_available()
+        except HarnessError as exc:
+            raise ApiError("InvalidParameterCombination", f"dbdrill: {exc}") from None
 
     def failover(self, call: Call, p: dict[str, str], region: str) -> HttpResponse:
         cluster = self.ext.find(region, p.get("DBClusterIdentifier", ""))
