@@ -84,3 +84,12 @@ def cross_region_handler() -> Callable[..., Any]:
     from suites.automation import handler
 
     return handler
+
+
+@pytest.fixture
+def proxy_drill_connect() -> Callable[..., Any]:
+    """rds_proxy_storm: the app's (Lambda's) connect, ``connect(host, port, user, password, dbname) -> psycopg
+    connection`` (autocommit), called once per invocation with the RDS Proxy endpoint."""
+    from suites.pgclient import default_connect
+
+    return default_connect

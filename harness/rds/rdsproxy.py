@@ -263,11 +263,16 @@ def set_max_connections(rec: RdsReconciler, identifier: str, value: int, region:
     inst = rec.instance(identifier, region)
 
     def work() -> None:
-        hosts = [h for h in (inst.primary, inst.standby) if h is not None]
-        current = int(inst.primary.cluster.value("SHOW max_connections"))
-        for host in hosts if value < current else reversed(hosts):
+        from harness.rds.replication import wait_caught_up
+
+        primary, standby = inst.primary, inst.standby
+        lowering = value < int(primary.cluster.value("SHOW max_connections"))
+        for host in [h for h in ((primary, standby) if lowering else (standby, primary)) if h is not None]:
             host.cluster.alter_system(max_connections=str(value))
             rec.fleet.restart(host)
+            if lowering and host is primary and standby is not None:
+                # A standby refuses to start with fewer connections than its primary's last WAL record says.
+                wait_caught_up(primary.cluster, standby.cluster)
 
     rec.submit(inst, work, what="max_connections change").result(120)
     ext = proxy_extension(rec)
