@@ -45,6 +45,7 @@ class Realm:
     region: str
     users: Callable[[str], bool] = field(default=lambda user: True)
     passwords: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()  # other names of the same server a token may be signed for (cluster endpoints)
     aliases: tuple[str, ...] = ()  # other endpoint names that reach the same server (Aurora: cluster, reader...)
 
 
@@ -167,7 +168,7 @@ class IamAuthority:
             host = signed if signed in realm.aliases else host
         try:
             verify_token(token, host=host, port=realm.port, user=user, region=realm.region,
-                         credentials=self.credentials(), now=self.rec.stack.clock.time())
+                         credentials=self.credentials(), now=self.rec.stack.clock.time(), aliases=realm.aliases)
         except TokenRejected as exc:
             return self._decide(realm.name, user, exc.reason)
         return self._decide(realm.name, user, None)

@@ -6,7 +6,7 @@ import calendar
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -97,14 +97,15 @@ def signature(tok: AuthToken, secret_key: str) -> str:
 
 
 def verify_token(token: str, *, host: str, port: int, user: str, region: str, credentials: Mapping[str, str],
-                 now: float) -> AuthToken:
+                 now: float, aliases: Sequence[str] = ()) -> AuthToken:
     """Check ``token`` as RDS does for a login of ``user`` at ``host:port`` in ``region`` at emulated epoch ``now``:
-    signed for that endpoint, user and region by a known access key (``credentials``: key id -> secret), and
-    not older than 15 minutes. Returns the parsed token; TokenRejected with the reason otherwise."""
+    signed for that endpoint (or one of its ``aliases``, other names of the same server), user and region by a
+    known access key (``credentials``: key id -> secret), and not older than 15 minutes. Returns the parsed
+    token; TokenRejected with the reason otherwise."""
     tok = parse_token(token)
     if tok.user != user:
         raise TokenRejected(f"token is for user {tok.user!r}, not {user!r}")
-    if tok.host.lower() != f"{host}:{port}".lower():
+    if tok.host.lower() not in {f"{name}:{port}".lower() for name in (host, *aliases)}:
         raise TokenRejected(f"token is for {tok.host!r}, not {host}:{port}")
     if tok.service != SERVICE:
         raise TokenRejected(f"token is signed for service {tok.service!r}, not {SERVICE}")
