@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.rds.iamauth_pam import IamAuthUnavailable, PamServices
-from harness.rds.iamauth_token import TokenRejected, parse_token, verify_token
+from harness.rds.iamauth_token import TokenRejected, verify_token
 from harness.rds.reconciler import RdsExtension
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ class Realm:
     region: str
     users: Callable[[str], bool] = field(default=lambda user: True)
     passwords: dict[str, str] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()  # other names of the same server a token may be signed for (cluster endpoints)
     aliases: tuple[str, ...] = ()  # other endpoint names that reach the same server (Aurora: cluster, reader...)
 
 
@@ -162,12 +161,8 @@ class IamAuthority:
             return self._decide(realm.name, user, None if ok else "wrong password")
         if not realm.users(user):
             return self._decide(realm.name, user, f"user {user!r} may not log in here with IAM")
-        host = realm.host
-        with contextlib.suppress(TokenRejected):
-            signed = parse_token(token).host.rsplit(":", 1)[0].lower()
-            host = signed if signed in realm.aliases else host
         try:
-            verify_token(token, host=host, port=realm.port, user=user, region=realm.region,
+            verify_token(token, host=realm.host, port=realm.port, user=user, region=realm.region,
                          credentials=self.credentials(), now=self.rec.stack.clock.time(), aliases=realm.aliases)
         except TokenRejected as exc:
             return self._decide(realm.name, user, exc.reason)
