@@ -52,12 +52,12 @@ class AuroraHandle:
         return self.ext.cluster(self.identifier, self.region)
 
     def endpoint(self, which: str = "writer") -> str:
-        """``writer``, ``reader``, or a member's identifier: the DNS name."""
+        """``writer``, ``reader``, a member's identifier, or any DNS name (a custom endpoint): the DNS name."""
         if which == "writer":
             return self.writer_endpoint
         if which == "reader":
             return self.reader_endpoint
-        return self.cluster.member(which).dns_name
+        return which if "." in which else self.cluster.member(which).dns_name
 
     def dsn(self, which: str = "writer", **extra: Any) -> str:
         from psycopg.conninfo import make_conninfo
