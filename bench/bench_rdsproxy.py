@@ -1,6 +1,7 @@
-"""RDS Proxy benchmark: time until a proxy is ready (create_db_proxy + register target + target AVAILABLE), connect +
-query latency directly vs through the proxy (a Lambda's connect-query-close, and a query on an open connection), and
-Multi-AZ failover recovery of a writer through the proxy vs one through the instance's DNS name, side by side in one run.
+"""RDS Proxy benchmark: time until a proxy is ready (create_db_proxy + register target + target AVAILABLE),
+connect + query latency directly vs through the proxy (a Lambda's connect-query-close, and a query on an open
+connection), and Multi-AZ failover recovery of a writer through the proxy vs one through the instance's DNS name,
+side by side in one run.
 
 Run: python bench/bench_rdsproxy.py [--proxies 5] [--queries 200] [--failovers 3]   (loopback only, about a minute)
 """
