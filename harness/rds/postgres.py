@@ -77,7 +77,7 @@ BASE_SETTINGS: dict[str, str] = {
 _BOOTSTRAP_SQL = (
     "CREATE ROLE rds_superuser NOLOGIN",
     "GRANT pg_monitor, pg_signal_backend, pg_read_all_data, pg_write_all_data TO rds_superuser",
-    "CREATE ROLE rds_iam NOLOGIN",  # as on RDS: its members log in with IAM auth tokens (harness/rds/iam.py)
+    "CREATE ROLE rds_iam NOLOGIN",  # as on RDS: its members log in with IAM auth tokens (harness/rds/iamauth.py)
     f"CREATE ROLE {REPL_USER} LOGIN REPLICATION PASSWORD {{password}}",
 )
 _AFTER_SQL = (f"CREATE DATABASE {SPARE_DB}",)
@@ -93,14 +93,11 @@ def quote_conf(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def hba(auth: str, extra: str = "") -> str:
-    """pg_hba.conf: trusted admin socket, then ``extra`` (lines that must win over the password lines, such as
-    IAM auth for members of rds_iam), then password auth over TCP."""
+def hba(auth: str) -> str:
     if auth not in AUTH_METHODS:
         raise HarnessError(f"unknown password auth {auth!r}: use one of {', '.join(AUTH_METHODS)}")
     return ("local all all trust\n"
             "local replication all trust\n"
-            + extra +
             f"host all all 127.0.0.0/8 {auth}\n"
             f"host replication all 127.0.0.0/8 {auth}\n")
 
@@ -135,7 +132,7 @@ class PgCluster:
                          "password_encryption": quote_conf(auth), "cluster_name": quote_conf(self.name),
                          **(settings or {})}
         (self.data_dir / "postgresql.conf").write_text("".join(_conf_line(k, v) for k, v in self.settings.items()))
-        (self.data_dir / "pg_hba.conf").write_text(hba(auth, self.engine.hba_extra))
+        (self.data_dir / "pg_hba.conf").write_text(hba(auth))
         auto_text = "".join(_conf_line(k, v) for k, v in (auto or {}).items())
         (self.data_dir / "postgresql.auto.conf").write_text("# written by dbdrill; ALTER SYSTEM edits it\n" + auto_text)
         for f in ("postgresql.conf", "pg_hba.conf", "postgresql.auto.conf"):
@@ -271,7 +268,6 @@ class PgEngine:
         self.base_dir = base_dir
         self.address = address
         self.template_root = template_root
-        self.hba_extra = ""  # pg_hba.conf lines before the password lines of every cluster configured from now on
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.clusters: dict[str, PgCluster] = {}
