@@ -68,8 +68,7 @@ def current_reconciler() -> RdsReconciler:
 
 # Modules that extend the reconciler (RDS Proxy, Aurora, IAM auth), imported at start when present. Each
 # defines ``extension(reconciler) -> RdsExtension``.
-EXTENSION_MODULES = ("harness.rds.proxy", "harness.rds.aurora", "harness.rds.iam", "harness.rds.rdsproxy",
-                     "harness.rds.iamauth")
+EXTENSION_MODULES = ("harness.rds.aurora", "harness.rds.rdsproxy", "harness.rds.iamauth")
 
 
 class RdsExtension:
