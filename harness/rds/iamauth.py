@@ -216,6 +216,7 @@ class IamAuthExtension(RdsExtension):
         self.authority = IamAuthority(rec)
         self.enabled: dict[tuple[str, str], Instance] = {}
         self.authority.resolvers.append(self._instance_realm)
+        reap_pam_files(rec)
 
     def handlers(self, base: dict[str, Any]) -> dict[str, Any]:
         create, modify = base["CreateDBInstance"], base["ModifyDBInstance"]
@@ -307,6 +308,21 @@ class IamAuthExtension(RdsExtension):
     def stop(self) -> None:
         self.enabled.clear()
         self.authority.stop()
+
+
+def reap_pam_files(rec: RdsReconciler) -> None:
+    """PAM service files left by killed runs go when a reconciler starts (root only: nobody else has any)."""
+    import os
+
+    from harness.rds.iamauth_pam import PAM_DIR, reap_stale, shared_lock
+
+    if os.geteuid() == 0 and PAM_DIR.is_dir():
+        base = rec.stack.runtime.root / "iam"
+        try:
+            with shared_lock(base):
+                reap_stale(PAM_DIR, base / "pgbouncer-users")
+        except Exception:
+            logger.exception("reaping stale PAM service files failed")
 
 
 def _same(a: Path, b: Path) -> bool:

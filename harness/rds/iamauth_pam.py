@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.rds.pgbin import service_user
@@ -67,7 +68,8 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def reap_stale(pam_dir: Path = PAM_DIR, users_dir: Path | None = None) -> list[Path]:
-    """Remove the per-run service files of dead runs (and the shared one when no live run uses it)."""
+    """Remove the per-run service files of dead runs; with ``users_dir`` (hold ``shared_lock`` then) also the
+    shared one when no live run uses it."""
     removed: list[Path] = []
     for path in pam_dir.glob(f"{PREFIX}*"):
         owner = _owner_of(path)
@@ -86,6 +88,14 @@ def reap_stale(pam_dir: Path = PAM_DIR, users_dir: Path | None = None) -> list[P
     for path in removed:
         logger.info("removed the PAM service file %s of a dead run", path)
     return removed
+
+
+def shared_lock(base: Path) -> Any:
+    """The lock every run takes before touching the shared service file or its users."""
+    from filelock import FileLock
+
+    base.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(base / ".pam.lock"), timeout=30)
 
 
 class PamServices:
@@ -164,7 +174,7 @@ class PamServices:
         if self.service_path in self._mine:
             return self.service
         self.check()
-        reap_stale(self.pam_dir, self.users_dir)
+        reap_stale(self.pam_dir)
         checker = self._checker()
         self.python = self.python or self._pick_python(checker)
         _write(self.service_path, self._text(str(self.socket_path)))
@@ -177,10 +187,9 @@ class PamServices:
         if self._shared:
             return
         self.install()
-        from filelock import FileLock
-
         shared = self.pam_dir / SHARED
-        with FileLock(str(self.base / ".pam.lock"), timeout=30):
+        with shared_lock(self.base):
+            reap_stale(self.pam_dir, self.users_dir)
             if shared.exists() and _owner_of(shared) is None:
                 raise IamAuthUnavailable(f"{shared} exists and is not dbdrill's: PgBouncer's PAM service name is "
                                          "fixed, so dbdrill cannot run IAM auth for RDS Proxy next to it; move it away")
@@ -196,9 +205,7 @@ class PamServices:
                 path.unlink(missing_ok=True)
         self._mine.clear()
         if self._shared:
-            from filelock import FileLock
-
-            with FileLock(str(self.base / ".pam.lock"), timeout=30):
+            with shared_lock(self.base):
                 (self.users_dir / self.owner).unlink(missing_ok=True)
                 reap_stale(self.pam_dir, self.users_dir)
             self._shared = False

@@ -128,11 +128,6 @@ class RdsProxyExtension(RdsExtension):
                 raise ApiError("InvalidParameterCombination", f"dbdrill: {exc}") from None
         return out
 
-    def iam_realm(self, p: RunningProxy) -> Any:
-        from harness.rds.iamauth import authority
-
-        return authority(self.rec).start()
-
     # -- targets -------------------------------------------------------------------------------------------
     def writer_of(self, p: RunningProxy) -> tuple[str, int] | None:
         """Where the target's writer is reached now (its host's address), or None."""
