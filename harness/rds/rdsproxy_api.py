@@ -281,7 +281,7 @@ class ProxyApi:
 
     def _decorate(self, proxy: RunningProxy) -> None:
         """moto's target records: endpoint, port, role and the real health."""
-        from harness.rds.rdsproxy_health import target_health, tracked
+        from harness.rds.rdsproxy_runtime import target_health, tracked
 
         health = target_health(self.ext, proxy)
         record = self._moto(proxy.region, proxy.name)

@@ -1,7 +1,8 @@
 """The real side of an emulated RDS Proxy: a PgBouncer (transaction pooling) on an internal address, its endpoint
 behind a fault proxy of its own (a DNS name like AWS's), and a server-side link proxy that points PgBouncer at the
 target's current writer. Retargeting moves the link and cuts its connections, so a client in the middle of a
-transaction on a writer that vanished gets an error at once instead of waiting on it (as RDS Proxy promises)."""
+transaction on a writer that vanished gets an error at once instead of waiting on it (as RDS Proxy promises).
+Target health (DescribeDBProxyTargets) is the target's state, its writer's reachability and a real login."""
 from __future__ import annotations
 
 import contextlib
@@ -16,6 +17,7 @@ from harness.errors import HarnessError
 from harness.rds.pgbouncer import PgBouncer, PgBouncerConfig
 
 if TYPE_CHECKING:
+    from harness.rds.rdsproxy import RdsProxyExtension
     from harness.rds.reconciler import RdsReconciler
     from harness.toxiproxy import ToxiproxyClient
 
@@ -25,6 +27,8 @@ PORT = 5432
 MAX_CLIENT_CONN = 1000
 POINTER = "dbdrill-iam-socket"  # read by harness/rds/iamauth_check.py from PgBouncer's directory
 _ids = itertools.count(1)
+AVAILABLE, UNAVAILABLE = "AVAILABLE", "UNAVAILABLE"
+_tracked_class: type | None = None
 
 
 @dataclass(frozen=True)
@@ -213,3 +217,64 @@ class ProxyRuntime:
         self.proxies.update_proxy(p.link_proxy, enabled=True)
         p.writer = writer
         logger.info("RDS Proxy %s now points at %s", p.name, upstream)
+
+
+# -- target health, as DescribeDBProxyTargets reports it ----------------------------------------------------
+def _unavailable(reason: str, description: str) -> dict[str, str]:
+    return {"State": UNAVAILABLE, "Reason": reason, "Description": description}
+
+
+def target_health(ext: RdsProxyExtension, p: RunningProxy) -> dict[str, str]:
+    """``{"State", "Reason"?, "Description"?}`` of the proxy's target now."""
+    if p.target is None:
+        return _unavailable("UNREACHABLE", "The proxy has no registered target.")
+    kind, ident = p.target
+    if kind == "instance":
+        inst = ext.rec.find(p.region, ident)
+        if inst is None:
+            return _unavailable("UNREACHABLE", f"DB instance {ident} does not exist (any more).")
+        if inst.status != "available":
+            return _unavailable("UNREACHABLE", f"DB instance {ident} is {inst.status}.")
+        host = inst.primary
+        if host.client_cuts or host.net_cuts:
+            return _unavailable("CONNECTION_FAILED", f"DB instance {ident}'s writer is unreachable "
+                                f"({', '.join(sorted(host.client_cuts | host.net_cuts))}).")
+    if p.writer is None:
+        return _unavailable("UNREACHABLE", f"No writer of {kind} {ident} is running.")
+    import psycopg
+
+    try:
+        with ext.probe(p) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if "authentication failed" in text or "password" in text:
+            return _unavailable("AUTH_FAILURE", f"The proxy cannot log in as {p.auth[0].username} with the secret "
+                                f"{p.auth[0].secret_arn}: {text}")
+        if "too many clients" in text:
+            return _unavailable("PENDING_PROXY_CAPACITY", f"The target refused a new connection: {text}")
+        return _unavailable("CONNECTION_FAILED", f"The proxy cannot connect to the target: {text}")
+    return {"State": AVAILABLE}
+
+
+def tracked(target: Any) -> Any:
+    """Make moto's DBProxyTarget report ``dbdrill_health`` (its own is always AVAILABLE after one REGISTERING)."""
+    global _tracked_class
+    if _tracked_class is None:
+        from moto.rds.models import DBProxyTarget
+
+        class TrackedTarget(DBProxyTarget):
+            dbdrill_health: dict[str, str] | None = None
+
+            @property
+            def registering(self) -> bool:
+                return False
+
+            @property
+            def target_health(self) -> dict[str, str]:
+                return self.dbdrill_health or {"State": AVAILABLE}
+
+        _tracked_class = TrackedTarget
+    if not isinstance(target, _tracked_class):
+        target.__class__ = _tracked_class
+    return target
