@@ -53,6 +53,14 @@ def deadline(conn: Any, seconds: float) -> Iterator[None]:
         timer.cancel()
 
 
+def definitely_failed(exc: BaseException) -> bool:
+    """The server answered with an error for an autocommit statement (read-only transaction on a demoted
+    writer, a constraint...): it did not commit. Connection-level errors (class 08), shutdowns (57P) and lost
+    connections without an answer are indeterminate."""
+    state = getattr(exc, "sqlstate", None)
+    return bool(state) and not str(state).startswith(("08", "57P"))
+
+
 @dataclass
 class Target:
     host: str
@@ -106,8 +114,11 @@ class PgApp:
             try:
                 with deadline(conn, self.timeout):
                     row = conn.execute(sql, params).fetchone()
-            except Exception:
-                self._drop()
+            except Exception as exc:
+                self._drop()  # reconnect (and so resolve the name again) next time
+                if definitely_failed(exc):
+                    op.fail(exc)
+                    return None
                 raise  # recorded as info: it may or may not have happened
             result = row[0] if row else None
             if f != "write":

@@ -136,3 +136,22 @@ def rds_drill_connect():
     failed = failed_checks(journal)
     assert "recovery" in failed, journal["message"]
     assert {v["what"] for v in failed["recovery"]["violations"]} & {"no recovery", "slow recovery"}
+
+
+def test_aurora_drill_catches_a_client_pinned_to_the_old_writer(pytester: pytest.Pytester) -> None:
+    res, journal = run_drill(pytester, "aurora_failover", """
+import socket
+import pytest
+from suites.pgclient import default_connect
+
+@pytest.fixture
+def rds_drill_connect():
+    cache = {}
+    def connect(host, port, user, password, dbname):   # resolves once: keeps the fenced old writer's address
+        if host not in cache:
+            cache[host] = socket.gethostbyname(host)
+        return default_connect(cache[host], port, user, password, dbname)
+    return connect
+""")
+    res.assert_outcomes(failed=1)
+    assert "recovery" in failed_checks(journal), journal["message"]
