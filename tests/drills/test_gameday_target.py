@@ -92,3 +92,24 @@ def test_refusals_change_nothing(account: dict[str, str], tmp_path: Path, args: 
     res = drill(account, tmp_path, *args)
     assert res.returncode != 0
     assert message in res.stdout + res.stderr
+
+
+def test_aurora_game_day(account: dict[str, str], tmp_path: Path) -> None:
+    rds = boto3.client("rds", endpoint_url=account["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    cluster = rds.create_db_cluster(DBClusterIdentifier="ledger", Engine="aurora-postgresql", MasterUsername="app",
+                                    MasterUserPassword="app-pass-1", DatabaseName="app",
+                                    Tags=[{"Key": "dbdrill:allow", "Value": "true"}])["DBCluster"]
+    for name in ("ledger-1", "ledger-2"):
+        rds.create_db_instance(DBInstanceIdentifier=name, DBClusterIdentifier="ledger", Engine="aurora-postgresql",
+                               DBInstanceClass="db.r6g.large")
+    env = clean_env({k: v for k, v in account.items() if k != "ENDPOINT"})
+    dsn = f"host={cluster['Endpoint']} port=5432 user=app password=app-pass-1 dbname=app"
+    res = subprocess.run([DBDRILL, "drill", "aurora_failover", "--target", "aws", "--report-dir", "out",
+                          "--aws-allow-accounts", ACCOUNT, "--aws-resource",
+                          f"arn:aws:rds:us-east-1:{ACCOUNT}:cluster:ledger", "--aws-dsn", dsn],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "rds.failover_db_cluster(DBClusterIdentifier='ledger')" in res.stdout
+    members = rds.describe_db_clusters(DBClusterIdentifier="ledger")["DBClusters"][0]["DBClusterMembers"]
+    assert {m["DBInstanceIdentifier"]: m["IsClusterWriter"] for m in members} == {"ledger-1": False, "ledger-2": True}
