@@ -86,6 +86,10 @@ class AuroraHandle:
         self.instances.append(identifier)
         return identifier
 
+    def wait_replicated(self, timeout: float = 30.0) -> None:
+        """Until every reader has replayed what the writer had written (before a crash, so nothing is lost)."""
+        self.ext.wait_replicated(self.identifier, self.region, timeout)
+
     def wait_available(self, timeout: float = 60.0) -> AuroraCluster:
         """Until the cluster and every member are available (an old writer rejoined after a failover)."""
         return self.ext.wait_available(self.identifier, self.region, timeout)

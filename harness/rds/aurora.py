@@ -289,6 +289,16 @@ class AuroraClusters(RdsExtension):
         wait_until(ready, timeout, interval=0.01, what=f"Aurora cluster {identifier} to be available")
         return cluster
 
+    def wait_replicated(self, identifier: str, region: str | None = None, timeout: float = 30.0) -> None:
+        """Until every reader has replayed everything the writer had written when called."""
+        cluster = self.cluster(identifier, region)
+        writer = cluster.writer
+        if writer is None or writer.host is None:
+            raise HarnessError(f"cluster {identifier} has no writer", obj=cluster)
+        for member in cluster.readers:
+            assert member.host is not None
+            repl.wait_caught_up(writer.host.cluster, member.host.cluster, timeout)
+
     # -- members ---------------------------------------------------------------------------------------------
     def next_az(self, cluster: AuroraCluster) -> str:
         return f"{cluster.region}{'abc'[len(cluster.members) % 3]}"
@@ -415,9 +425,9 @@ class AuroraClusters(RdsExtension):
         return writer.host.endpoint
 
     # -- failover --------------------------------------------------------------------------------------------
-    def choose_target(self, cluster: AuroraCluster, *, crash: bool) -> Member:
-        """Aurora's pick: the lowest promotion tier; among equals (and after a crash) the reader with the most WAL
-        received, so the fewest commits are lost."""
+    def choose_target(self, cluster: AuroraCluster) -> Member:
+        """Aurora's pick: the lowest promotion tier; among equals the reader with the most WAL received (after a
+        crash, the fewest commits are lost)."""
         candidates = [m for m in cluster.readers if m.host is not None and m.host.cluster.running()]
         if not candidates:
             raise HarnessError(f"cluster {cluster.identifier} has no available reader to fail over to", obj=cluster)
@@ -448,7 +458,7 @@ class AuroraClusters(RdsExtension):
         old = cluster.writer
         if old is None or old.host is None:
             raise HarnessError(f"cluster {cluster.identifier} has no writer to fail over from", obj=cluster)
-        new = cluster.member(target) if target else self.choose_target(cluster, crash=crash)
+        new = cluster.member(target) if target else self.choose_target(cluster)
         if new is old or new not in cluster.readers or new.host is None:
             raise HarnessError(f"{new.identifier} is not an available reader of {cluster.identifier}: choose one "
                                f"of {', '.join(m.identifier for m in cluster.readers) or 'none'}", obj=cluster)

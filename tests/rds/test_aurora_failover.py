@@ -177,6 +177,9 @@ def test_a_lone_writer_that_crashes_is_restarted(aurora_cluster: Make) -> None:
 def test_reader_lag_serves_stale_reads_until_healed(orders: AuroraHandle) -> None:
     db = orders
     lagging, fresh = db.instances[1], db.instances[2]
+    with db.connect(lagging) as conn:  # the table itself has reached the reader before it starts lagging
+        wait_until(lambda: conn.execute("SELECT to_regclass('t') IS NOT NULL").fetchone() == (True,), 10,
+                   what="the table on the reader")
     with reader_lag(db, lagging, 30):
         with db.connect() as conn:
             conn.execute("INSERT INTO t VALUES (7)")

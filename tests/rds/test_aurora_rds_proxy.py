@@ -89,6 +89,7 @@ def test_proxy_follows_a_crash_failover(aurora_cluster: Make, aws: Any, dns_reso
     db = aurora_cluster("crash", readers=1)
     with db.connect() as conn:
         conn.execute("CREATE TABLE t (id serial PRIMARY KEY)")
+    db.wait_replicated()  # the reader has the table before the writer dies
     endpoint = proxy_for(db, aws, "crash-proxy")["Endpoint"]
     with kill_writer(db):
         wait_until(lambda: db.writer() == "crash-2", 30, what="the automatic failover")
