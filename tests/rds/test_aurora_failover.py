@@ -219,6 +219,7 @@ def test_describe_shows_the_status_transitions(orders: AuroraHandle, slow_failov
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
+    wait_until(lambda: seen, 10, what="the first describe")
     db.client.failover_db_cluster(DBClusterIdentifier=db.identifier)
     db.wait_available(30)
     done.set()
