@@ -261,7 +261,10 @@ class ProxyApi:
                 logger.warning("RDS Proxy %s: no running writer for %s %s yet", proxy.name, *target)
 
         self._wait(self.rec.spawn(work, what=f"RDS Proxy {proxy.name} target registration", on_error=lambda: None))
-        self._decorate(proxy)
+        try:
+            self._decorate(proxy)
+        except Exception:  # the registration happened: answering 5xx would make the client retry it
+            logger.exception("RDS Proxy %s: describing the new target failed", proxy.name)
         return response
 
     def deregister(self, call: Call, p: dict[str, str], region: str) -> HttpResponse:
