@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -480,7 +481,11 @@ class AuroraClusters(RdsExtension):
             old_host.frozen = old_host.cluster
         if self.timings.failover_delay:
             self.rec.pause(self.timings.failover_delay)
-        repl.promote(new_host.cluster)
+        try:
+            repl.promote(new_host.cluster)
+        except Exception:
+            self._unfence(cluster, old_host)
+            raise
         self.fleet.unlink(new_host)
         new_host.role, old_host.role = "primary", "replica"
         cluster.writer = new
@@ -499,6 +504,19 @@ class AuroraClusters(RdsExtension):
             self.rec.spawn(lambda: self._rejoin_later(cluster, old), what=f"Aurora rejoin of {old.identifier}",
                            on_error=lambda: None)
         return took
+
+    def _unfence(self, cluster: AuroraCluster, host: Host) -> None:
+        """A failover that could not promote: the old writer goes on (a frozen server resumes; a dead one is left to
+        the monitor, which restarts it) and the cluster is available again."""
+        if host.frozen is host.cluster and host.cluster.executor is not None:
+            host.cluster.executor.signal(signal.SIGCONT)
+            host.frozen = None
+        self.fleet.unpark(host)  # a dead server's address is free again for its restart
+        host.expected_down = False
+        host.client_cuts.discard(FENCE)
+        self.fleet.sync_cuts()
+        self.set_status(cluster, "available")
+        logger.error("Aurora %s: promotion failed, %s stays the writer", cluster.identifier, host.name)
 
     def _repoint_readers(self, cluster: AuroraCluster) -> None:
         writer = cluster.writer

@@ -191,6 +191,28 @@ def test_reader_lag_serves_stale_reads_until_healed(orders: AuroraHandle) -> Non
         wait_until(lambda: conn.execute("SELECT count(*) FROM t").fetchone() == (1,), 10, what="catch-up after heal")
 
 
+def test_a_failover_that_cannot_promote_leaves_the_old_writer_serving(orders: AuroraHandle,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import ClientError
+
+    from harness.errors import ServiceError
+    from harness.rds import aurora as aurora_module
+
+    def broken(*args: Any, **kwargs: Any) -> float:
+        raise ServiceError("promotion timed out (injected)")
+
+    monkeypatch.setattr(aurora_module.repl, "promote", broken)
+    with pytest.raises(ClientError, match="promotion timed out"):
+        orders.client.failover_db_cluster(DBClusterIdentifier=orders.identifier)
+    monkeypatch.undo()
+    assert orders.describe()["Status"] == "available"
+    assert orders.writer() == orders.instances[0]
+    with orders.connect(connect_timeout=3) as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+    orders.client.failover_db_cluster(DBClusterIdentifier=orders.identifier)  # and a later one works
+    assert orders.writer() != orders.instances[0]
+
+
 @pytest.fixture
 def slow_failover(rds: Any) -> Iterator[None]:
     """Aurora timings with a failover and a rejoin that take a second each, so the transitions can be seen."""
