@@ -38,6 +38,7 @@ def test_a_fresh_token_logs_in_and_expires_after_15_minutes(postgres_instance: A
     enable_iam(db)
     assert db.describe()["IAMDatabaseAuthenticationEnabled"] is True
     user = iam_user(db)
+    clock.freeze()  # emulated time stands still from just before the token is signed: no real second slips in
     token = db.client.generate_db_auth_token(DBHostname=db.address, Port=db.port, DBUsername=user,
                                              Region=db.region)
     with login(db.address, db.port, user, token) as conn:
