@@ -6,32 +6,27 @@ writer dies. The RDS API side is in harness/rds/aurora_api.py."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.rds import replication as repl
+from harness.rds.aurora_failover import Failovers
 from harness.rds.aurora_iam import AuroraIam
-from harness.rds.fleet import PORT, Host
 from harness.rds.reconciler import API_WAIT_TIMEOUT, RdsExtension
 from harness.wait import wait_until
 
 if TYPE_CHECKING:
-    from harness.rds.fleet import Fleet
-    from harness.rds.postgres import PgCluster
+    from harness.rds.fleet import Fleet, Host
     from harness.rds.reconciler import RdsReconciler
 
 logger = logging.getLogger(__name__)
 
 ENGINE = "aurora-postgresql"
 DNS_TTL = 5  # Aurora endpoints, both profiles
-FENCE = "aurora-failover"
 # Parameter group settings applied to the real servers; others are recorded by the API only.
 APPLIED_PARAMETERS = ("max_connections", "statement_timeout", "idle_in_transaction_session_timeout", "lock_timeout",
                       "work_mem", "log_min_duration_statement")
@@ -149,9 +144,9 @@ class AuroraClusters(RdsExtension):
         self.clusters: dict[tuple[str, str], AuroraCluster] = {}
         self.lock = threading.RLock()
         self.iam = AuroraIam(self)
-        self._stop = threading.Event()
-        self._ids = itertools.count(1)
-        self._monitor = threading.Thread(target=self._watch, name="dbdrill-aurora-monitor", daemon=True)
+        self.failovers = Failovers(self)
+        self.stopping = threading.Event()
+        self._monitor = threading.Thread(target=self.failovers.watch, name="dbdrill-aurora-monitor", daemon=True)
         self._monitor.start()
 
     # -- extension hooks -------------------------------------------------------------------------------------
@@ -170,7 +165,7 @@ class AuroraClusters(RdsExtension):
                 logger.exception("removing %s failed", cluster)
 
     def stop(self) -> None:
-        self._stop.set()
+        self.stopping.set()
         self._monitor.join(10)
         self.reset()
 
@@ -207,16 +202,6 @@ class AuroraClusters(RdsExtension):
         for cluster in clusters:
             if ident in cluster.members:
                 return cluster, cluster.members[ident]
-        return None
-
-    def owner_of(self, server: PgCluster) -> tuple[AuroraCluster, Member] | None:
-        """Which cluster member runs PostgreSQL server ``server`` (IAM auth asks this)."""
-        with self.lock:
-            clusters = list(self.clusters.values())
-        for cluster in clusters:
-            for member in list(cluster.members.values()):
-                if member.host is not None and server in (member.host.cluster, member.host.frozen):
-                    return cluster, member
         return None
 
     # -- moto's records --------------------------------------------------------------------------------------
@@ -426,23 +411,6 @@ class AuroraClusters(RdsExtension):
         return writer.host.endpoint
 
     # -- failover --------------------------------------------------------------------------------------------
-    def choose_target(self, cluster: AuroraCluster) -> Member:
-        """Aurora's pick: the lowest promotion tier; among equals the reader with the most WAL received (after a
-        crash, the fewest commits are lost)."""
-        candidates = [m for m in cluster.readers if m.host is not None and m.host.cluster.running()]
-        if not candidates:
-            raise HarnessError(f"cluster {cluster.identifier} has no available reader to fail over to", obj=cluster)
-
-        def received(m: Member) -> int:
-            assert m.host is not None
-            try:
-                return int(m.host.cluster.value(
-                    "SELECT pg_wal_lsn_diff(coalesce(pg_last_wal_receive_lsn(), '0/0'), '0/0')") or 0)
-            except Exception:
-                return -1
-
-        return min(candidates, key=lambda m: (self.promotion_tier(cluster, m), -received(m), m.identifier))
-
     def failover(self, identifier: str, target: str | None = None, *, region: str | None = None,
                  crash: bool = False, rejoin: bool = True) -> float:
         """Fail the cluster over now; seconds from the fence to the DNS flip. ``rejoin`` False keeps the old writer
@@ -453,119 +421,8 @@ class AuroraClusters(RdsExtension):
         return took
 
     def do_failover(self, cluster: AuroraCluster, target: str | None, *, crash: bool, rejoin: bool) -> float:
-        """Fence the writer (clients blackholed), let the chosen reader replay everything (a planned failover loses
-        nothing, as Aurora's shared storage would not), freeze or bury the old server, promote, flip DNS, tell the
-        proxies. Readers follow and the old writer rejoins in the background."""
-        old = cluster.writer
-        if old is None or old.host is None:
-            raise HarnessError(f"cluster {cluster.identifier} has no writer to fail over from", obj=cluster)
-        new = cluster.member(target) if target else self.choose_target(cluster)
-        if new is old or new not in cluster.readers or new.host is None:
-            raise HarnessError(f"{new.identifier} is not an available reader of {cluster.identifier}: choose one "
-                               f"of {', '.join(m.identifier for m in cluster.readers) or 'none'}", obj=cluster)
-        t0 = time.perf_counter()
-        self.set_status(cluster, "failing-over")
-        old_host, new_host = old.host, new.host
-        old_host.client_cuts.add(FENCE)
-        self.fleet.sync_cuts()
-        old_host.expected_down = True
-        if crash or not old_host.cluster.running():
-            old_host.cluster.kill()
-            self.fleet.park(old_host)
-        else:
-            with contextlib.suppress(Exception):
-                repl.wait_caught_up(old_host.cluster, new_host.cluster, timeout=5)
-            # Frozen, not shut down: a shutdown would close its clients' connections; a fenced host's clients see
-            # nothing at all and must time out.
-            old_host.cluster.freeze()
-            old_host.frozen = old_host.cluster
-        if self.timings.failover_delay:
-            self.rec.pause(self.timings.failover_delay)
-        try:
-            repl.promote(new_host.cluster)
-        except Exception:
-            self._unfence(cluster, old_host)
-            raise
-        self.fleet.unlink(new_host)
-        new_host.role, old_host.role = "primary", "replica"
-        cluster.writer = new
-        cluster.fenced.append(old)
-        self.set_member(cluster, old, status="rebooting")
-        self.publish(cluster)
-        took = time.perf_counter() - t0
-        cluster.failovers += 1
-        self.sync_writer_flags(cluster)
-        self.notify_writer(cluster)
-        self.set_status(cluster, "available")
-        logger.info("Aurora %s failed over from %s to %s in %.3fs", cluster.identifier, old.identifier,
-                    new.identifier, took)
-        self.run(cluster, lambda: self._repoint_readers(cluster), what="reader re-pointing", wait=False)
-        if rejoin:
-            self.rec.spawn(lambda: self._rejoin_later(cluster, old), what=f"Aurora rejoin of {old.identifier}",
-                           on_error=lambda: None)
-        return took
-
-    def _unfence(self, cluster: AuroraCluster, host: Host) -> None:
-        """A failover that could not promote: the old writer goes on (a frozen server resumes; a dead one is left to
-        the monitor, which restarts it) and the cluster is available again."""
-        if host.frozen is host.cluster and host.cluster.executor is not None:
-            host.cluster.executor.signal(signal.SIGCONT)
-            host.frozen = None
-        self.fleet.unpark(host)  # a dead server's address is free again for its restart
-        host.expected_down = False
-        host.client_cuts.discard(FENCE)
-        self.fleet.sync_cuts()
-        self.set_status(cluster, "available")
-        logger.error("Aurora %s: promotion failed, %s stays the writer", cluster.identifier, host.name)
-
-    def _repoint_readers(self, cluster: AuroraCluster) -> None:
-        writer = cluster.writer
-        if writer is None or writer.host is None:
-            return
-        for member in list(cluster.members.values()):
-            if member is writer or member in cluster.fenced or member.host is None:
-                continue
-            try:
-                self.fleet.follow(member.host, writer.host)
-            except Exception:
-                logger.exception("reader %s could not follow the new writer %s", member.identifier, writer.identifier)
-        self.iam.sync(cluster)  # a reader cloned again has a plain pg_hba.conf
-
-    def _rejoin_later(self, cluster: AuroraCluster, member: Member) -> None:
-        """After the profile's rejoin delay (not holding the cluster's lock meanwhile), the old writer rejoins."""
-        with self.lock:
-            cluster.busy += 1
-        try:
-            if self.timings.rejoin_delay and self.rec.pause(self.timings.rejoin_delay):
-                return
-            with cluster.lock:
-                self.rejoin(cluster, member)
-        finally:
-            self._idle(cluster)
-
-    def rejoin(self, cluster: AuroraCluster, member: Member) -> None:
-        """The fenced old writer comes back as a reader of the current writer: a new server cloned from it, its
-        proxy re-pointed (connections hanging on the fence drop), the blackhole lifted, back in the reader DNS."""
-        writer = cluster.writer
-        host = member.host
-        if member not in cluster.fenced or writer is None or writer.host is None or host is None:
-            return
-        fleet = self.fleet
-        fleet.fresh_server(host)
-        fleet._link(host, writer.host)  # the fleet's own re-pointing of a standby's replication link
-        repl.clone_into(host.cluster, writer.host.cluster, upstream=(str(host.link_address), PORT))
-        repl.wait_streaming(writer.host.cluster, host.cluster, timeout=30)
-        fleet.serve(host)
-        host.role = "replica"
-        host.expected_down = False
-        host.client_cuts.discard(FENCE)
-        fleet.sync_cuts()
-        cluster.fenced.remove(member)
-        self.iam.sync(cluster)
-        self.set_member(cluster, member, status="available")
-        self.publish(cluster)
-        self.notify_writer(cluster)
-        logger.info("Aurora %s: %s rejoined as a reader", cluster.identifier, member.identifier)
+        """One failover with the cluster's lock held (see harness/rds/aurora_failover.py); fence-to-flip seconds."""
+        return self.failovers.do(cluster, target, crash=crash, rejoin=rejoin)
 
     def rejoin_old_writers(self, identifier: str, region: str | None = None) -> None:
         """Bring back every fenced old writer of the cluster as a reader (after ``failover(rejoin=False)``)."""
@@ -573,7 +430,7 @@ class AuroraClusters(RdsExtension):
 
         def work() -> None:
             for member in list(cluster.fenced):
-                self.rejoin(cluster, member)
+                self.failovers.rejoin(cluster, member)
 
         self.run(cluster, work, what="rejoin", wait=True)
 
@@ -596,54 +453,9 @@ class AuroraClusters(RdsExtension):
             raise HarnessError(f"{reader} is the writer of {identifier}: reader lag needs a reader", obj=cluster)
         repl.set_apply_delay(member.host.cluster, seconds)
 
-    # -- the monitor -----------------------------------------------------------------------------------------
-    def _watch(self) -> None:
-        down_since: dict[int, float] = {}
-        for _ in itertools.count():
-            if self._stop.wait(self.timings.monitor_interval):
-                return
-            with self.lock:
-                clusters = list(self.clusters.values())
-            for cluster in clusters:
-                try:
-                    self._check(cluster, down_since)
-                except Exception:
-                    logger.exception("monitoring %s failed", cluster)
-
-    def _check(self, cluster: AuroraCluster, down_since: dict[int, float]) -> None:
-        if self.moto_cluster(cluster) is None and not cluster.busy:
-            logger.info("moto forgot Aurora cluster %s/%s: removing it", cluster.region, cluster.identifier)
-            self.drop(cluster)
-            return
-        if cluster.status != "available" or cluster.busy:
-            return
-        for member in list(cluster.members.values()):
-            host = member.host
-            if host is None or member.status != "available" or host.expected_down or host.net_cuts or \
-                    host.cluster.running():
-                down_since.pop(id(member), None)
-                continue
-            if member is cluster.writer and any(m.host is not None and m.host.cluster.running()
-                                                for m in cluster.readers):
-                logger.warning("writer %s of %s died: failing over", member.identifier, cluster.identifier)
-                self.run(cluster, lambda: self.do_failover(cluster, None, crash=True, rejoin=True),
-                         what="failover", wait=False)
-                return
-            first = down_since.setdefault(id(member), time.monotonic())
-            if time.monotonic() - first >= self.timings.restart_delay:
-                down_since.pop(id(member), None)
-                logger.warning("%s of %s died: restarting it", member.identifier, cluster.identifier)
-                self.run(cluster, lambda m=member: self._restart(cluster, m), what="restart", wait=False)  # type: ignore[misc]
-
-    def _restart(self, cluster: AuroraCluster, member: Member) -> None:
-        if member.host is None:
-            return
-        self.set_member(cluster, member, status="rebooting")
-        try:
-            self.fleet.restart(member.host)
-        finally:
-            self.set_member(cluster, member, status="available")
-        self.publish(cluster)
+    def restart_member(self, cluster: AuroraCluster, member: Member) -> None:
+        """Reboot one member (its connections drop; crash recovery as on a restart)."""
+        self.failovers.restart(cluster, member)
 
 
 def _paired(names: list[str]) -> list[str]:

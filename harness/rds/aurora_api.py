@@ -272,7 +272,7 @@ class AuroraApi:
         if response.status != 200:
             return response
         self.ext.set_member(cluster, member, status="rebooting")
-        self.ext.run(cluster, lambda: self.ext._restart(cluster, member), what=f"reboot of {member.identifier}")
+        self.ext.run(cluster, lambda: self.ext.restart_member(cluster, member), what=f"reboot of {member.identifier}")
         return _with_tag(response, "DBInstanceStatus", "rebooting")
 
     # -- custom endpoints --------------------------------------------------------------------------------------
