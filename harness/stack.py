@@ -45,7 +45,7 @@ class Stack:
         """Client of the fault proxy: the embedded server, or an external Toxiproxy when configured."""
         with self._lock:
             if self._toxiproxy is None:
-                from harness.toxiproxy import ToxiproxyClient, set_default_client, worker_prefix
+                from harness.toxiproxy import ToxiproxyClient, push_default_client, worker_prefix
 
                 url = self.settings.toxiproxy_url
                 prefix = ""
@@ -59,7 +59,7 @@ class Stack:
                     # An external server may be shared by several xdist workers: keep their names apart.
                     prefix = worker_prefix()
                 self._toxiproxy = ToxiproxyClient(url, prefix=prefix)
-                set_default_client(self._toxiproxy)
+                push_default_client(self._toxiproxy)
             return self._toxiproxy
 
     @property
@@ -104,6 +104,10 @@ class Stack:
                     svc.stop()
                 except Exception:
                     logger.exception("stopping %s failed", name)
+            if self._toxiproxy is not None:
+                from harness.toxiproxy import pop_default_client
+
+                pop_default_client(self._toxiproxy)
             self._proxy_server = self._toxiproxy = None
             self._aws = self._dns = self._rds = None
 

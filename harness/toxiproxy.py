@@ -297,6 +297,24 @@ def set_default_client(client: ToxiproxyClient | None) -> None:
     _default = client
 
 
+_pushed: list[ToxiproxyClient] = []
+
+
+def push_default_client(client: ToxiproxyClient) -> None:
+    """Make ``client`` the default until ``pop_default_client(client)``; stacks nest (a stack started inside a
+    test, a pytester run in the same process) and the outer default comes back when the inner one ends."""
+    _pushed.append(client)
+    set_default_client(client)
+
+
+def pop_default_client(client: ToxiproxyClient) -> None:
+    """Forget ``client`` as a default; the newest one still pushed (or none) becomes the default again."""
+    if client in _pushed:
+        _pushed.remove(client)
+    if _default is client:
+        set_default_client(_pushed[-1] if _pushed else None)
+
+
 def current_default() -> ToxiproxyClient | None:
     """The default client if one was set (None otherwise): for cleanup that must not start anything."""
     return _default
