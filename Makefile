@@ -5,20 +5,21 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := postgresql pgbouncer iproute2
+APT_PACKAGES := postgresql pgbouncer iproute2 python3-minimal
 PYTEST_ARGS ?=
 
 .PHONY: setup system-packages drill test bench lint clean
 
 setup: system-packages $(STAMP)
 
-# Debian packages for the real engines. Installed only when missing and when we may (root);
+# Debian packages for the real engines (and the system python3 that IAM auth's PAM check runs under). Installed only when missing and when we may (root);
 # otherwise tell the user what to install.
 system-packages:
 	@missing=""; \
 	command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v pg_config >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	[ -x /usr/bin/python3 ] || missing="$$missing python3-minimal"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing"; \
