@@ -1,8 +1,9 @@
-"""Aurora benchmark: time to ready for a cluster (writer + 2 readers) through the RDS API; failover RTO (fence +
+"""Aurora benchmark: time to ready for a cluster (writer + 2 readers) through the RDS API; commit latency with the
+commit quorum (every reader flushes before the ack) against a cluster without readers; failover RTO (fence +
 catch-up + promotion + DNS flip, server side; and the write gap a client sees through the writer endpoint name and
 through an RDS Proxy); RDS Proxy ready time in front of the cluster. Measured side by side in one run.
 
-Run: python bench/bench_aurora.py [--clusters 3] [--failovers 5]   (loopback only, well under a minute)
+Run: python bench/bench_aurora.py [--clusters 3] [--failovers 5] [--rounds 15]   (loopback only, well under a minute)
 """
 from __future__ import annotations
 
@@ -96,6 +97,32 @@ def failover(stack: Stack, client: Any, name: str, proxy_endpoint: str) -> tuple
     return api, via_dns - t0, via_proxy - t0
 
 
+def commit_latency(stack: Stack, names: tuple[str, str], rounds: int) -> tuple[list[float], list[float]]:
+    """Per-commit seconds of one-row autocommit INSERTs on two clusters' writers, alternating in batches of 20 so
+    both see the same machine load."""
+    import psycopg
+
+    from harness.rds.aurora import aurora
+
+    ext = aurora(stack.rds)
+    samples: tuple[list[float], list[float]] = ([], [])
+    with ResolverHook(stack.dns, ttl_cap=0):
+        conns = [psycopg.connect(ext.cluster(n).dsn(), autocommit=True) for n in names]
+        try:
+            for conn in conns:
+                conn.execute("CREATE TABLE IF NOT EXISTS lat (id serial PRIMARY KEY)")
+            for _ in range(rounds):
+                for conn, out in zip(conns, samples, strict=True):
+                    for _ in range(20):
+                        t0 = time.perf_counter()
+                        conn.execute("INSERT INTO lat DEFAULT VALUES")
+                        out.append(time.perf_counter() - t0)
+        finally:
+            for conn in conns:
+                conn.close()
+    return samples
+
+
 def server_failover(stack: Stack, name: str) -> float:
     """Seconds from fence to DNS flip of one failover, as the emulator measures it."""
     from harness.rds.aurora import aurora
@@ -110,6 +137,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clusters", type=int, default=3, help="clusters created after the first")
     parser.add_argument("--failovers", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15, help="batches of 20 commits per cluster")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON too")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -122,6 +150,8 @@ def main() -> int:
         results["first_cluster_s"] = create_cluster(client, "first")
         results["cluster_s"] = [create_cluster(client, f"c{i}") for i in range(args.clusters)]
         results["proxy_ready_s"], endpoint = create_proxy(stack, client, "first")
+        create_cluster(client, "solo", readers=0)
+        results["commit_quorum_s"], results["commit_solo_s"] = commit_latency(stack, ("c0", "solo"), args.rounds)
         import psycopg
 
         from harness.rds.aurora import aurora
@@ -143,6 +173,11 @@ def main() -> int:
     print(f"  cluster, writer + 2 readers, median of {args.clusters}              "
           f"{ms(med(results['cluster_s']))}")
     print(f"  RDS Proxy in front of it, create to target AVAILABLE   {ms(results['proxy_ready_s'])}")
+    quorum, solo = results["commit_quorum_s"], results["commit_solo_s"]
+    p99 = lambda xs: statistics.quantiles(xs, n=100)[98]  # noqa: E731
+    print(f"  commit, writer waiting for 2 readers: p50 {ms(med(quorum))}, p99 {ms(p99(quorum))}")
+    print(f"  commit, writer without readers:       p50 {ms(med(solo))}, p99 {ms(p99(solo))}   "
+          f"ratio p50 {med(quorum) / med(solo):.2f}x")
     print(f"  failover fence->catch-up->promote->DNS flip, median    {ms(med(results['failover_server_s']))}   "
           "target <= 1000 ms")
     print(f"  failover_db_cluster API call, median                   {ms(med(results['failover_api_s']))}")

@@ -166,6 +166,74 @@ def reader_lag(cluster: Any, reader: str, seconds: float, **kw: Any) -> ReaderLa
     return ReaderLag(cluster, reader, seconds, **kw)
 
 
+# -- region outage part: every Aurora cluster of the region unreachable ------------------------------------
+class RegionClusters(Fault):
+    """Every member of every Aurora cluster in ``region`` cut off the network (clients and replication
+    blackholed; no failover: the whole region is gone). Heal brings them back and waits until the clusters are
+    whole (readers streaming again)."""
+
+    kind = "aurora_region_outage"
+
+    def __init__(self, region: str, *, reconciler: RdsReconciler | None = None,
+                 recovery_timeout: float = DEFAULT_RECOVERY_TIMEOUT, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.region = region
+        self.recovery_timeout = recovery_timeout
+        self._reconciler = reconciler
+        self._reason: str | None = None
+
+    @property
+    def ext(self) -> AuroraClusters:
+        from harness.rds.aurora import aurora
+        from harness.rds.reconciler import current_reconciler
+
+        return aurora(self._reconciler or current_reconciler())
+
+    def _inject(self) -> None:
+        self._reason = self.ext.region_down(self.region)
+
+    def _heal(self) -> None:
+        if self._reason is None:
+            return
+        ext, reason, self._reason = self.ext, self._reason, None
+        ext.region_up(self.region, reason)
+        for cluster in ext.in_region(self.region):
+            ext.wait_available(cluster.identifier, self.region, self.recovery_timeout)
+
+    def target_label(self) -> str:
+        return self.region
+
+    def describe(self) -> dict[str, Any]:
+        return {"region": self.region}
+
+
+def _region_part(region: str, mode: str, context: dict[str, Any]) -> list[Fault]:
+    from harness.rds.reconciler import current_reconciler
+
+    rec = context.get("reconciler")
+    if rec is None:
+        try:
+            rec = current_reconciler()
+        except HarnessError:
+            return []
+    from harness.rds.aurora import aurora
+
+    try:
+        clusters = aurora(rec).in_region(region)
+    except HarnessError:
+        return []
+    return [RegionClusters(region, reconciler=rec)] if clusters else []
+
+
+def _register_outage_parts() -> None:
+    from faults.outage import register_outage_part
+
+    register_outage_part("region", "aurora", _region_part)
+
+
+_register_outage_parts()
+
+
 # -- FIS actions ---------------------------------------------------------------------------------------------
 class ApiFailover(ClusterFault):
     """``failover_db_cluster`` through the RDS API, as FIS aws:rds:failover-db-cluster calls it; heal waits until

@@ -110,7 +110,7 @@ register_outage_part("region", "aws-api", _aws_region_part)
 
 
 # Modules that register parts when imported (an outage must cut them even if the test never imported them).
-PART_PROVIDERS = ("faults.database",)
+PART_PROVIDERS = ("faults.database", "faults.aurora")
 
 
 def _load_providers() -> None:

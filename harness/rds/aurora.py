@@ -6,6 +6,7 @@ writer dies. The RDS API side is in harness/rds/aurora_api.py."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -100,13 +101,14 @@ class AuroraCluster:
     failovers: int = 0
     busy: int = 0
     iam_applied: bool = False  # the members' pg_hba.conf carries the IAM auth line
+    quorum: dict[str, set[str]] = field(default_factory=dict)  # writer server -> readers its commits wait for
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def readers(self) -> list[Member]:
         """Members serving reads now (not the writer, not fenced, not being created)."""
-        return [m for m in self.members.values()
-                if m is not self.writer and m not in self.fenced and m.host is not None and m.status == "available"]
+        return [m for m in self.members.values() if m is not self.writer and m not in self.fenced and
+                m.host is not None and m.status == "available" and not m.host.net_cuts]
 
     def member(self, identifier: str) -> Member:
         found = self.members.get(identifier.lower())
@@ -146,6 +148,7 @@ class AuroraClusters(RdsExtension):
         self.iam = AuroraIam(self)
         self.failovers = Failovers(self)
         self.stopping = threading.Event()
+        self._cut_ids = itertools.count(1)
         self._monitor = threading.Thread(target=self.failovers.watch, name="dbdrill-aurora-monitor", daemon=True)
         self._monitor.start()
 
@@ -315,6 +318,7 @@ class AuroraClusters(RdsExtension):
         with contextlib.suppress(ValueError):
             cluster.fenced.remove(member)
         cluster.members.pop(member.identifier, None)
+        self.failovers.sync_quorum(cluster)  # commits stop waiting for it before it goes
         if cluster.writer is member:
             cluster.writer = None
         with contextlib.suppress(Exception):
@@ -378,7 +382,7 @@ class AuroraClusters(RdsExtension):
         """Members a custom endpoint reaches now: its static members (or all but the excluded), readers only for
         type READER; never a fenced old writer."""
         live = [m for m in cluster.members.values()
-                if m.host is not None and m.status == "available" and m not in cluster.fenced]
+                if m.host is not None and m.status == "available" and m not in cluster.fenced and not m.host.net_cuts]
         chosen = [m for m in live if m.identifier in endpoint.static] if endpoint.static else \
             [m for m in live if m.identifier not in endpoint.excluded]
         if endpoint.endpoint_type == "READER":
@@ -452,6 +456,31 @@ class AuroraClusters(RdsExtension):
         if member is cluster.writer or member.host is None:
             raise HarnessError(f"{reader} is the writer of {identifier}: reader lag needs a reader", obj=cluster)
         repl.set_apply_delay(member.host.cluster, seconds)
+
+    def az_down(self, region: str, az: str, reason: str) -> None:
+        """Members in ``az`` are cut off; a cluster whose writer is there fails over to a reader elsewhere."""
+        self._each(region, "AZ outage", lambda c: self.failovers.cut(c, reason, az=az, failover=True))
+
+    def az_up(self, region: str, az: str, reason: str) -> None:
+        self._each(region, "AZ recovery", lambda c: self.failovers.uncut(c, reason))
+
+    def region_down(self, region: str) -> str:
+        """Every member of every cluster in ``region`` is cut off (no failover: there is nowhere to go). Returns
+        the reason to give ``region_up``."""
+        reason = f"aurora-region-{next(self._cut_ids)}"
+        self._each(region, "region outage", lambda c: self.failovers.cut(c, reason, az=None, failover=False))
+        return reason
+
+    def region_up(self, region: str, reason: str) -> None:
+        self._each(region, "region recovery", lambda c: self.failovers.uncut(c, reason))
+
+    def _each(self, region: str, what: str, fn: Callable[[AuroraCluster], None]) -> None:
+        for cluster in self.in_region(region):
+            self.run(cluster, lambda c=cluster: fn(c), what=what, wait=True)  # type: ignore[misc]
+
+    def in_region(self, region: str) -> list[AuroraCluster]:
+        with self.lock:
+            return [c for c in self.clusters.values() if c.region == region]
 
     def restart_member(self, cluster: AuroraCluster, member: Member) -> None:
         """Reboot one member (its connections drop; crash recovery as on a restart)."""

@@ -85,6 +85,7 @@ class Failovers:
         new_host.role, old_host.role = "primary", "replica"
         cluster.writer = new
         cluster.fenced.append(old)
+        self.sync_quorum(cluster)  # a clone's copied settings may name readers not yet following it
         self.ext.set_member(cluster, old, status="rebooting")
         self.ext.publish(cluster)
         took = time.perf_counter() - t0
@@ -162,6 +163,84 @@ class Failovers:
         self.ext.notify_writer(cluster)
         logger.info("Aurora %s: %s rejoined as a reader", cluster.identifier, member.identifier)
 
+    # -- commits ------------------------------------------------------------------------------------------
+    def sync_quorum(self, cluster: AuroraCluster) -> None:
+        """Aurora acknowledges a commit once its shared storage has it, so no failover loses one. Here a commit is
+        acknowledged once every reader streaming from the writer has flushed it (quorum synchronous replication,
+        ANY n of the n), so whichever reader is promoted has them all. A reader cut off, down, rebooting or still
+        catching up is left out (commits do not wait for it, as Aurora's do not wait for replicas)."""
+        writer = cluster.writer
+        host = writer.host if writer is not None else None
+        if writer is None or host is None or writer in cluster.fenced or host.frozen is not None or \
+                not host.cluster.running():
+            return
+        candidates = {m.host.cluster.name for m in cluster.members.values()
+                      if m is not writer and m not in cluster.fenced and m.host is not None and
+                      m.status == "available" and not m.host.net_cuts and m.host.upstream is host and
+                      m.host.cluster.running()}
+        applied = cluster.quorum.get(host.cluster.name)
+        if applied is not None and candidates == applied:
+            return
+        try:
+            names = candidates & repl.streaming_standbys(host.cluster) if candidates else set()
+            if names != applied:
+                repl.set_sync_standbys(host.cluster, sorted(names), all_of=True)
+        except Exception:
+            logger.warning("could not set the commit quorum of %s's writer %s", cluster.identifier,
+                           writer.identifier, exc_info=True)
+            return
+        cluster.quorum = {host.cluster.name: names}
+        if names != candidates:
+            logger.debug("Aurora %s: commits wait for %s; %s still catching up", cluster.identifier, sorted(names),
+                         sorted(candidates - names))
+
+    # -- outages --------------------------------------------------------------------------------------------
+    def cut(self, cluster: AuroraCluster, reason: str, *, az: str | None, failover: bool) -> None:
+        """Cut the members in ``az`` (all when None) off the network: their clients and replication blackholed,
+        out of the reader and custom endpoints. With ``failover``, a writer among them fails over (crash: it
+        is gone with its AZ) to the reader Aurora picks among those still reachable, if there is one."""
+        hit = [m for m in cluster.members.values() if m.host is not None and (az is None or m.host.az == az)]
+        if not hit:
+            return
+        for member in hit:
+            assert member.host is not None
+            member.host.net_cuts.add(reason)
+        self.ext.fleet.sync_cuts()
+        self.sync_quorum(cluster)  # commits stop waiting for readers cut off (a cut writer's keep waiting)
+        if failover and cluster.writer in hit and cluster.readers:
+            logger.warning("Aurora %s: writer %s lost with %s: failing over", cluster.identifier,
+                           cluster.writer.identifier if cluster.writer else None, az)
+            self.do(cluster, None, crash=True, rejoin=False)
+        self.ext.publish(cluster)
+
+    def uncut(self, cluster: AuroraCluster, reason: str) -> None:
+        """Lift the cut: a writer fenced meanwhile rejoins as a reader (cloned again), readers follow the current
+        writer (cloned again if their timeline diverged), all back in the endpoints."""
+        hit = [m for m in cluster.members.values() if m.host is not None and reason in m.host.net_cuts]
+        if not hit:
+            return
+        for member in hit:
+            assert member.host is not None
+            member.host.net_cuts.discard(reason)
+        self.ext.fleet.sync_cuts()
+        writer = cluster.writer
+        # A writer back from the cut: every reader's replication went through the cut; else only the cut ones'.
+        followers = [m for m in cluster.members.values() if m is not writer] if writer in hit else hit
+        for member in followers:
+            host = member.host
+            if host is None or host.net_cuts or writer is None or writer.host is None or writer.host.net_cuts:
+                continue  # still cut for another reason: recovered when that one ends
+            try:
+                if member in cluster.fenced:
+                    self.rejoin(cluster, member)
+                elif member is not writer:
+                    self.ext.fleet.follow(host, writer.host)
+            except Exception:
+                logger.exception("%s of %s could not recover after the outage", member.identifier,
+                                 cluster.identifier)
+        self.ext.iam.sync(cluster)
+        self.ext.publish(cluster)
+
     # -- the monitor -----------------------------------------------------------------------------------------
     def watch(self) -> None:
         down_since: dict[int, float] = {}
@@ -173,6 +252,11 @@ class Failovers:
             for cluster in clusters:
                 try:
                     self._check(cluster, down_since)
+                    if not cluster.busy and cluster.lock.acquire(blocking=False):
+                        try:
+                            self.sync_quorum(cluster)
+                        finally:
+                            cluster.lock.release()
                 except Exception:
                     logger.exception("monitoring %s failed", cluster)
 
@@ -205,6 +289,7 @@ class Failovers:
         if member.host is None:
             return
         self.ext.set_member(cluster, member, status="rebooting")
+        self.sync_quorum(cluster)
         try:
             self.ext.fleet.restart(member.host)
         finally:

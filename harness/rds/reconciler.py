@@ -82,6 +82,13 @@ class RdsExtension:
     def primary_changed(self, inst: Instance) -> None:
         """``inst``'s primary moved (failover, promotion): follow it (an RDS Proxy retargets)."""
 
+    def az_down(self, region: str, az: str, reason: str) -> None:
+        """Availability Zone ``az`` is lost: cut this extension's hosts there (``reason`` into their net_cuts)
+        and react as AWS does."""
+
+    def az_up(self, region: str, az: str, reason: str) -> None:
+        """The AZ cut for ``reason`` is back: lift the cut and recover."""
+
     def reset(self) -> None:
         """Remove what this extension made (between tests)."""
 
@@ -454,6 +461,8 @@ class RdsReconciler:
                 futures.append(self.submit(inst, lambda i=inst: self._lose_standby(i), what="standby loss"))  # type: ignore[misc]
         for fut in futures:
             fut.result(API_WAIT_TIMEOUT)
+        for ext in self.extensions:
+            ext.az_down(region, az, reason)
         logger.info("AZ %s/%s down (token %d)", region, az, token)
         return token
 
@@ -482,6 +491,8 @@ class RdsReconciler:
         for inst in instances:
             if inst.lost_hosts:
                 self.schedule_rebuilds(inst)
+        for ext in self.extensions:
+            ext.az_up(down[0], down[1], f"az-{token}")
 
     def set_replica_lag(self, identifier: str, seconds: float | None, region: str | None = None) -> None:
         """Real replica lag: the replica applies each commit ``seconds`` after the source made it."""

@@ -123,10 +123,18 @@ def create_standby(engine: PgEngine, source: PgCluster, name: str, *, host: str 
     return cluster
 
 
-def set_sync_standbys(primary: PgCluster, names: list[str]) -> None:
-    """Commits on ``primary`` wait for one of ``names`` to flush (empty list: asynchronous again)."""
-    value = "FIRST 1 (" + ", ".join('"' + n.replace('"', "") + '"' for n in names) + ")" if names else ""
+def set_sync_standbys(primary: PgCluster, names: list[str], *, all_of: bool = False) -> None:
+    """Commits on ``primary`` wait for one of ``names`` (``all_of``: every one of them) to flush (empty list:
+    asynchronous again)."""
+    quoted = ", ".join('"' + n.replace('"', "") + '"' for n in names)
+    value = (f"ANY {len(names)} ({quoted})" if all_of else f"FIRST 1 ({quoted})") if names else ""
     primary.alter_system(synchronous_standby_names=value)
+
+
+def streaming_standbys(primary: PgCluster) -> set[str]:
+    """Application names of the standbys streaming from ``primary`` now."""
+    rows = primary.sql("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
+    return {str(r[0]) for r in rows}
 
 
 def wait_streaming(primary: PgCluster, standby: PgCluster, timeout: float = 30.0, *, sync: bool = False) -> None:
