@@ -24,7 +24,9 @@ logger = logging.getLogger(__name__)
 HIGH_WATER = 8 * 1024 * 1024
 LOW_WATER = 2 * 1024 * 1024
 CONNECT_TIMEOUT = 10.0
-READ_SIZE = 1024 * 1024
+# Large reads, few syscalls per byte: bulk through the proxy measured 0.55-0.61 of direct with 4 MiB, 0.46-0.53
+# with 1 MiB (bench/bench_proxy.py). One buffer per event loop.
+READ_SIZE = 4 * 1024 * 1024
 # A fixed, large send buffer: fewer partial sends (whose rest the transport must copy) on fast links.
 SEND_BUFFER = 4 * 1024 * 1024
 # Per thread, so per event loop: a loop handles one read at a time.
