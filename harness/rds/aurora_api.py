@@ -100,6 +100,7 @@ class AuroraApi:
                                     reader_dns=record.reader_endpoint, port=port, user=user, password=password,
                                     db_name=db_name, settings=settings)
         self.ext.register(cluster)
+        self.ext.failovers.emit(cluster, "cluster_created")
         logger.info("Aurora cluster %s/%s created (writer endpoint %s)", region, ident, cluster.writer_dns)
         return response
 
@@ -128,7 +129,11 @@ class AuroraApi:
         cluster = self.ext.find(region, p.get("DBClusterIdentifier", ""))
         response = call.forward()  # moto refuses while members remain (DBClusterToBeDeletedHasActiveMembers)
         if response.status == 200 and cluster is not None:
-            self.ext.run(cluster, lambda: self.ext.drop(cluster), what="deletion")
+            def work() -> None:
+                self.ext.drop(cluster)
+                self.ext.failovers.emit(cluster, "cluster_deleted")
+
+            self.ext.run(cluster, work, what="deletion")
             return _with_tag(response, "Status", "deleting")
         return response
 
@@ -239,7 +244,9 @@ class AuroraApi:
                 self.ext.build_member(cluster, member)
             except BaseException:
                 self.ext.set_member(cluster, member, status="failed")
+                self.ext.failovers.emit(cluster, "failed", member=member)
                 raise
+            self.ext.failovers.emit(cluster, "created", member=member)
 
         self.ext.run(cluster, work, what=f"creation of {ident}")
         return _with_tag(response, "DBInstanceStatus", "creating")
@@ -253,7 +260,12 @@ class AuroraApi:
         if response.status != 200:
             return response
         member.status = "deleting"
-        self.ext.run(cluster, lambda: self.ext.remove_member(cluster, member), what=f"deletion of {member.identifier}")
+
+        def work() -> None:
+            self.ext.remove_member(cluster, member)
+            self.ext.failovers.emit(cluster, "deleted", member=member)
+
+        self.ext.run(cluster, work, what=f"deletion of {member.identifier}")
         return _with_tag(response, "DBInstanceStatus", "deleting")
 
     def reboot_member(self, call: Call, p: dict[str, str], region: str) -> HttpResponse:

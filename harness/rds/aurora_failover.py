@@ -60,6 +60,8 @@ class Failovers:
                                f"of {', '.join(m.identifier for m in cluster.readers) or 'none'}", obj=cluster)
         t0 = time.perf_counter()
         self.ext.set_status(cluster, "failing-over")
+        self.emit(cluster, "cluster_failover_same_az" if new.az == old.az else "cluster_failover_cross_az",
+                  name=new.identifier)
         old_host, new_host = old.host, new.host
         old_host.client_cuts.add(FENCE)
         self.ext.fleet.sync_cuts()
@@ -80,6 +82,8 @@ class Failovers:
             repl.promote(new_host.cluster)
         except Exception:
             self._unfence(cluster, old_host)
+            self.emit(cluster, "cluster_failover_reverting", name=old.identifier)
+            self.emit(cluster, "cluster_failover_failed")
             raise
         self.ext.fleet.unlink(new_host)
         new_host.role, old_host.role = "primary", "replica"
@@ -93,6 +97,7 @@ class Failovers:
         self.ext.sync_writer_flags(cluster)
         self.ext.notify_writer(cluster)
         self.ext.set_status(cluster, "available")
+        self.emit(cluster, "cluster_failover_completed", name=new.identifier)
         logger.info("Aurora %s failed over from %s to %s in %.3fs", cluster.identifier, old.identifier,
                     new.identifier, took)
         self.ext.run(cluster, lambda: self._repoint_readers(cluster), what="reader re-pointing", wait=False)
@@ -162,6 +167,15 @@ class Failovers:
         self.ext.publish(cluster)
         self.ext.notify_writer(cluster)
         logger.info("Aurora %s: %s rejoined as a reader", cluster.identifier, member.identifier)
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def emit(self, cluster: AuroraCluster, kind: str, *, member: Member | None = None, name: str = "") -> None:
+        """An RDS event: of the cluster (kind ``cluster_*``, ``name`` in its message) or of ``member``."""
+        source = (member.identifier, member.arn) if member is not None else (cluster.identifier, cluster.arn)
+        try:
+            self.ext.rec.events.emit(cluster.region, *source, kind, name=name)
+        except Exception:
+            logger.exception("emitting RDS event %s for %s failed", kind, source[0])
 
     # -- commits ------------------------------------------------------------------------------------------
     def sync_quorum(self, cluster: AuroraCluster) -> None:
@@ -290,8 +304,10 @@ class Failovers:
             return
         self.ext.set_member(cluster, member, status="rebooting")
         self.sync_quorum(cluster)
+        self.emit(cluster, "shutdown", member=member)
         try:
             self.ext.fleet.restart(member.host)
         finally:
             self.ext.set_member(cluster, member, status="available")
+        self.emit(cluster, "restarted", member=member)
         self.ext.publish(cluster)

@@ -40,7 +40,17 @@ CATALOGUE: dict[str, tuple[str, str, str]] = {
     "stopped": ("RDS-EVENT-0087", "notification", "DB instance stopped"),
     "started": ("RDS-EVENT-0088", "notification", "DB instance started"),
     "failed": ("RDS-EVENT-0031", "failure", "DB instance put into failed state"),
+    # Source type db-cluster (Aurora); ``{name}`` is the DB instance the message is about.
+    "cluster_created": ("RDS-EVENT-0170", "creation", "DB cluster created."),
+    "cluster_deleted": ("RDS-EVENT-0171", "deletion", "DB cluster deleted."),
+    "cluster_failover_failed": ("RDS-EVENT-0069", "failover",
+                                "Cluster failover failed, check the health of your cluster instances and try again."),
+    "cluster_failover_reverting": ("RDS-EVENT-0070", "failover", "Promoting previous primary again: {name}."),
+    "cluster_failover_completed": ("RDS-EVENT-0071", "failover", "Completed failover to DB instance: {name}."),
+    "cluster_failover_same_az": ("RDS-EVENT-0072", "failover", "Started same AZ failover to DB instance: {name}."),
+    "cluster_failover_cross_az": ("RDS-EVENT-0073", "failover", "Started cross AZ failover to DB instance: {name}."),
 }
+CLUSTER_SOURCE_TYPE = "db-cluster"
 
 
 @dataclass
@@ -62,7 +72,8 @@ class RdsEvent:
         return {
             "Event Source": self.source_type,
             "Event Time": self.date.strftime("%Y-%m-%d %H:%M:%S.") + f"{self.date.microsecond // 1000:03d}",
-            "Identifier Link": f"https://console.aws.amazon.com/rds/home?region={self.region}#dbinstance:id="
+            "Identifier Link": f"https://console.aws.amazon.com/rds/home?region={self.region}#"
+                               f"{'dbcluster' if self.source_type == CLUSTER_SOURCE_TYPE else 'dbinstance'}:id="
                                f"{self.source_identifier}",
             "Source ID": self.source_identifier,
             "Source ARN": self.source_arn,
@@ -80,9 +91,13 @@ class RdsEvents:
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
 
-    def emit(self, region: str, identifier: str, arn: str, kind: str, message: str | None = None) -> RdsEvent:
+    def emit(self, region: str, identifier: str, arn: str, kind: str, message: str | None = None, *,
+             name: str = "") -> RdsEvent:
+        """``kind`` from CATALOGUE (``cluster_*``: a DB cluster event, ``name`` filling its message)."""
         event_id, category, default = CATALOGUE[kind]
-        event = RdsEvent(identifier, arn, region, event_id, message or default, [category])
+        source_type = CLUSTER_SOURCE_TYPE if kind.startswith("cluster_") else SOURCE_TYPE
+        event = RdsEvent(identifier, arn, region, event_id, message or default.format(name=name), [category],
+                         source_type=source_type)
         with self.aws.lock:
             backend = self.aws.backend("rds", region)
             backend.events.append(event)
