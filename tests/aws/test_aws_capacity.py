@@ -203,3 +203,61 @@ def test_capacity_off_still_reports_consumption(aws: AwsEndpoint, clock: Clock, 
     assert batch_put(client, "t", [sized(f"i{i}", 1024) for i in range(400)]) == 0
     assert put(client, "t", sized("x", 3000), ReturnConsumedCapacity="TOTAL")["ConsumedCapacity"][
         "CapacityUnits"] == 3.0
+
+
+def test_a_hot_partition_key_throttles_at_1000_writes_and_3000_reads_per_second(
+        aws: AwsEndpoint, clock: Clock, dynamodb_table: Any, no_retry: Config) -> None:
+    clock.freeze()
+    dynamodb_table("events", range_key="sk")  # on demand: the table could take 4000 units this second
+    client = aws.client("dynamodb", config=no_retry)
+
+    def item(pk: str, sk: int) -> dict[str, Any]:
+        return {"pk": {"S": pk}, "sk": {"S": f"{sk:05d}"}}
+
+    items = [item("hot", i) for i in range(1000)]
+    assert batch_put(client, "events", items) == 0  # 1000 one-unit writes to one partition key: its limit
+    with pytest.raises(ClientError) as exc:
+        put(client, "events", item("hot", 1000))
+    error = exc.value.response
+    assert error["Error"]["Code"] == PTEE and "hot key" in error["Error"]["Message"]
+    arn = client.describe_table(TableName="events")["Table"]["TableArn"]
+    assert error["ThrottlingReasons"] == [{"reason": "TableWriteKeyRangeThroughputExceeded", "resource": arn}]
+    put(client, "events", item("cold", 0))  # other keys are fine: the table has capacity left
+    # Batches: the hot key's items come back unprocessed, the others go through.
+    left = client.batch_write_item(RequestItems={"events": [
+        {"PutRequest": {"Item": item("hot", 2000)}}, {"PutRequest": {"Item": item("warm", 1)}}]})
+    assert left["UnprocessedItems"]["events"] == [{"PutRequest": {"Item": item("hot", 2000)}}]
+    # Transactions: cancelled with ThrottlingError on the hot item only.
+    with pytest.raises(ClientError) as txn:
+        client.transact_write_items(TransactItems=[{"Put": {"TableName": "events", "Item": item("warm", 2)}},
+                                                   {"Put": {"TableName": "events", "Item": item("hot", 3000)}}])
+    assert [r["Code"] for r in txn.value.response["CancellationReasons"]] == ["None", "ThrottlingError"]
+    clock.advance(1.0)  # a new second: the partition serves again
+    big = {**item("hot", 1001), "pad": {"S": "x" * 40_000}}  # 40 KB: 10 read units strongly consistent
+    put(client, "events", big)
+    # Reads: 300 strongly consistent reads of it are the partition's 3000 units for this second.
+    for _ in range(300):
+        client.get_item(TableName="events", Key=item("hot", 1001), ConsistentRead=True)
+    with pytest.raises(ClientError) as read:
+        client.get_item(TableName="events", Key=item("hot", 1001), ConsistentRead=True)
+    assert read.value.response["ThrottlingReasons"][0]["reason"] == "TableReadKeyRangeThroughputExceeded"
+    client.get_item(TableName="events", Key=item("cold", 0), ConsistentRead=True)
+
+
+def test_provisioned_throttling_names_its_reason(aws: AwsEndpoint, clock: Clock, dynamodb_table: Any,
+                                                 no_retry: Config) -> None:
+    clock.freeze()
+    dynamodb_table("small", rcu=1, wcu=10, gsis=[("by-kind", "kind", None, 1, 1)])
+    client = aws.client("dynamodb", config=no_retry)
+    arn = client.describe_table(TableName="small")["Table"]["TableArn"]
+    assert batch_put(client, "small", [sized(f"i{i}", 10 * 1024) for i in range(300)]) == 0  # the table's burst
+    with pytest.raises(ClientError) as exc:
+        put(client, "small", sized("over", 1024))
+    assert exc.value.response["ThrottlingReasons"] == [
+        {"reason": "TableWriteProvisionedThroughputExceeded", "resource": arn}]
+    clock.advance(400)  # buckets full again; now fill the index's (1 WCU: 300 units), the table has 3000
+    assert batch_put(client, "small", [sized(f"g{i}", 1024, kind={"S": "k"}) for i in range(300)]) == 0
+    with pytest.raises(ClientError) as gsi:
+        put(client, "small", sized("g-over", 1024, kind={"S": "k"}))
+    assert gsi.value.response["ThrottlingReasons"] == [
+        {"reason": "IndexWriteProvisionedThroughputExceeded", "resource": f"{arn}/index/by-kind"}]

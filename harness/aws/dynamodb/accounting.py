@@ -15,6 +15,7 @@ from harness.aws.dynamodb.items import (
     index_write_units,
     item_size,
     moto_attrs,
+    partition_of,
     read_units,
     write_units,
 )
@@ -29,9 +30,13 @@ THROTTLING_REASON = ("Throughput exceeds the current capacity of your table or i
 Handler = Callable[[Call, dict[str, Any], Any], HttpResponse]
 
 
-def throttle_response(message: str) -> HttpResponse:
-    return error_response("json", "ProvisionedThroughputExceededException", message, 400,
-                          spec=service_spec("dynamodb"))
+def throttle_response(message: str, reasons: list[dict[str, str]] | None = None) -> HttpResponse:
+    """ProvisionedThroughputExceededException with its ThrottlingReasons (what was throttled, and why)."""
+    if not reasons:
+        return error_response("json", "ProvisionedThroughputExceededException", message, 400,
+                              spec=service_spec("dynamodb"))
+    return json_response(400, {"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                               "message": message, "ThrottlingReasons": reasons}, crc32=True)
 
 
 def _table(backend: Any, name: Any) -> Any:
@@ -48,17 +53,19 @@ def _lookup(table: Any, key: Any) -> dict[str, Any] | None:
 
 
 def write_demands(table: Any, old: Footprint, new: Footprint | None, *, factor: int = 1,
-                  failed: bool = False) -> list[Demand]:
+                  failed: bool = False, partition: str | None = None) -> list[Demand]:
     """Cost of one item write: 1 KB units of the larger of the item before and after, plus each LSI's and
-    (unless a condition failed) each GSI's index writes."""
+    (unless a condition failed) each GSI's index writes. The table's and LSIs' units count against the item's
+    partition (``partition``, else the one its footprints carry)."""
     new_size = new.size if new is not None else 0
-    out = [Demand(table, None, "write", float(write_units(max(old.size, new_size)) * factor))]
+    pk = partition or old.partition or (new.partition if new is not None else None)
+    out = [Demand(table, None, "write", float(write_units(max(old.size, new_size)) * factor), partition=pk)]
     if failed:
         return out
     for name, entry in old.lsi.items():
         units = index_write_units(entry, new.lsi.get(name) if new else None)
         if units:
-            out.append(Demand(table, None, "write", float(units * factor), lsi=name))
+            out.append(Demand(table, None, "write", float(units * factor), lsi=name, partition=pk))
     for name, entry in old.gsi.items():
         units = index_write_units(entry, new.gsi.get(name) if new else None)
         if units:
@@ -147,9 +154,9 @@ class Accounting:
                 post: Callable[[Capture], list[Demand]] | None = None) -> HttpResponse:
         """``pre`` is what the request is admitted on; ``post`` (from what moto did) what it is charged, when
         the price is not known beforehand."""
-        message = self.model.refusal(pre)
-        if message:
-            return throttle_response(message)
+        refusal = self.model.refusal(pre)
+        if refusal:
+            return throttle_response(*refusal)
         if post is None:
             response = call.forward()
         else:
@@ -171,17 +178,18 @@ class Accounting:
         table = _table(backend, body.get("TableName"))
         if table is None:
             return call.forward()
-        size = item_size(_lookup(table, body.get("Key", {})))
-        units = read_units(size, consistent=bool(body.get("ConsistentRead")))
-        return self._single(call, body, [Demand(table, None, "read", units)])
+        key = body.get("Key", {})
+        units = read_units(item_size(_lookup(table, key)), consistent=bool(body.get("ConsistentRead")))
+        return self._single(call, body, [Demand(table, None, "read", units, partition=partition_of(table, key))])
 
     def _write(self, call: Call, body: dict[str, Any], backend: Any, new_of: Callable[[Any, Footprint],
                Footprint | None], key_of: Callable[[dict[str, Any]], Any], *, exact: bool) -> HttpResponse:
         table = _table(backend, body.get("TableName"))
         if table is None:
             return call.forward()
-        old = footprint(table, _lookup(table, key_of(body)))
-        pre = write_demands(table, old, new_of(table, old))
+        key = key_of(body)
+        old = footprint(table, _lookup(table, key))
+        pre = write_demands(table, old, new_of(table, old), partition=partition_of(table, key))
         if exact:  # the item before and after are known now: the price is too (a failed condition included)
             return self._single(call, body, pre)
         return self._single(call, body, pre, lambda cap: _captured_writes(cap.writes) or pre)
@@ -239,7 +247,7 @@ class Accounting:
                 else:
                     target.setdefault(name, []).append(entry)
         if requested and not admitted:
-            return throttle_response(self.model.refusal(first_refused) or "Throughput exceeded")
+            return throttle_response(*(self.model.refusal(first_refused) or ("Throughput exceeded", [])))
         forward_body = None if not unprocessed else json.dumps({**body, "RequestItems": admitted}).encode()
         with capturing() as cap:
             response = call.forward(forward_body)
@@ -267,12 +275,13 @@ class Accounting:
     def _batch_entry(self, table: Any, spec: Any, entry: dict[str, Any], kind: str) -> list[Demand]:
         if kind == "read":
             size = item_size(_lookup(table, entry))
-            return [Demand(table, None, "read", read_units(size, consistent=bool(spec.get("ConsistentRead"))))]
+            return [Demand(table, None, "read", read_units(size, consistent=bool(spec.get("ConsistentRead"))),
+                           partition=partition_of(table, entry))]
         if "PutRequest" in entry:
             item = entry["PutRequest"].get("Item", {})
             return write_demands(table, footprint(table, _lookup(table, item)), footprint(table, item))
         key = entry.get("DeleteRequest", {}).get("Key", {})
-        return write_demands(table, footprint(table, _lookup(table, key)), None)
+        return write_demands(table, footprint(table, _lookup(table, key)), None, partition=partition_of(table, key))
 
     def _batch_get(self, call: Call, body: dict[str, Any], backend: Any) -> HttpResponse:
         return self._batch(call, body, backend, "read")
@@ -301,22 +310,25 @@ class Accounting:
             key = spec.get("Item") if action == "Put" else spec.get("Key", {})
             old = footprint(table, _lookup(table, key))
             if action == "Get":
-                demands = [Demand(table, None, "read", read_units(old.size, transactional=True))]
+                demands = [Demand(table, None, "read", read_units(old.size, transactional=True),
+                                  partition=partition_of(table, key))]
             elif action == "Put":
                 demands = write_demands(table, old, footprint(table, spec.get("Item")), factor=2)
             elif action == "Delete":
-                demands = write_demands(table, old, None, factor=2)
+                demands = write_demands(table, old, None, factor=2, partition=partition_of(table, key))
             else:  # Update (admitted on the current size) and ConditionCheck
-                demands = write_demands(table, old, old, factor=2)
+                demands = write_demands(table, old, old, factor=2, partition=partition_of(table, key))
                 if action == "ConditionCheck":
                     checks += demands
             per_item.append(demands)
         refused = self.model.refused([d for ds in per_item for d in ds])
         if refused:
-            hit = {(id(d.table), d.index, d.kind) for d in refused}
-            reasons = [{"Code": "ThrottlingError", "Message": THROTTLING_REASON}
-                       if any((id(d.table), d.index, d.kind) in hit for d in ds) else {"Code": "None"}
-                       for ds in per_item]
+            def hit(d: Demand) -> bool:
+                return any(r.table is d.table and r.kind == d.kind and (
+                    r.partition == d.partition if r.partition is not None else r.index == d.index) for r in refused)
+
+            reasons = [{"Code": "ThrottlingError", "Message": THROTTLING_REASON} if any(hit(d) for d in ds)
+                       else {"Code": "None"} for ds in per_item]
             codes = ", ".join(r["Code"] for r in reasons)
             return json_response(400, {
                 "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",

@@ -1,6 +1,7 @@
 """DynamoDB capacity meters on the controllable clock: provisioned tables and GSIs as token buckets (refill at
 the provisioned rate, holding up to 300 s of unused capacity, full at creation), on-demand tables as 1-second
-windows allowed up to max(warm throughput, 2 x the previous peak)."""
+windows allowed up to max(warm throughput, 2 x the previous peak); and, in either mode, each partition key value
+capped at a partition's 3,000 read / 1,000 write units per second (a hot key throttles whatever the table has)."""
 from __future__ import annotations
 
 import math
@@ -15,6 +16,8 @@ TABLE_MESSAGE = ("The level of configured provisioned throughput for the table w
 GSI_MESSAGE = ("The level of configured provisioned throughput for one or more global secondary indexes of the "
                "table was exceeded. Consider increasing your provisioning level for the under-provisioned global "
                "secondary indexes with the UpdateTable API")
+# A partition serves at most this many units per second; one partition key value lives in one partition.
+PARTITION_UNITS = {"read": 3000.0, "write": 1000.0}
 ON_DEMAND_MESSAGE = ("Throughput exceeds the current capacity of your table or index. DynamoDB is automatically "
                      "scaling your table or index so please try again shortly. If exceptions persist, check if "
                      "you have a hot key: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/"
@@ -31,6 +34,16 @@ class Demand:
     kind: str
     units: float
     lsi: str | None = None
+    partition: str | None = None  # the item's partition key value (``items.partition_of``), table demands only
+
+    def reason(self) -> dict[str, str]:
+        """The ThrottlingReason AWS gives when this demand is refused: what (Table / Index, Read / Write) and why
+        (over provisioned throughput; over a key range's share -- a hot partition, or on-demand scaling)."""
+        what = ("Index" if self.index else "Table") + self.kind.capitalize()
+        why = "KeyRangeThroughputExceeded" if self.partition is not None or is_on_demand(self.table) else \
+            "ProvisionedThroughputExceeded"
+        arn = str(self.table.table_arn) + (f"/index/{self.index}" if self.index else "")
+        return {"reason": what + why, "resource": arn}
 
 
 @dataclass
@@ -62,6 +75,18 @@ def _totals(demands: list[Demand]) -> list[Demand]:
     return list(totals.values())
 
 
+def _partition_totals(demands: list[Demand]) -> list[Demand]:
+    """One demand per (table, kind, partition key value) with the units summed (table and LSI demands)."""
+    totals: dict[tuple[int, str, str], Demand] = {}
+    for d in demands:
+        if d.partition is None or d.index is not None:
+            continue
+        key = (id(d.table), d.kind, d.partition)
+        prev = totals.get(key)
+        totals[key] = Demand(d.table, None, d.kind, (prev.units if prev else 0.0) + d.units, partition=d.partition)
+    return list(totals.values())
+
+
 def is_on_demand(table: Any) -> bool:
     return (table.billing_mode or "PROVISIONED") == "PAY_PER_REQUEST"
 
@@ -76,6 +101,8 @@ class CapacityModel:
         self.burst_seconds = burst_seconds
         self._buckets: dict[tuple[Any, ...], _Bucket] = {}
         self._windows: dict[tuple[Any, ...], _Window] = {}
+        # (table, kind) -> (the second, units used per partition key value in it): only the current second kept.
+        self._partitions: dict[tuple[Any, ...], tuple[int, dict[str, float]]] = {}
         self._lock = threading.Lock()
         self.throttled = 0
 
@@ -83,12 +110,13 @@ class CapacityModel:
         with self._lock:
             self._buckets.clear()
             self._windows.clear()
+            self._partitions.clear()
             self.throttled = 0
 
     def forget(self, table: Any) -> None:
         ident = self._table_id(table)
         with self._lock:
-            for d in (self._buckets, self._windows):
+            for d in (self._buckets, self._windows, self._partitions):
                 for key in [k for k in d if k[0] == ident]:
                     del d[key]
 
@@ -135,6 +163,24 @@ class CapacityModel:
         floor = float(warm.get("ReadUnitsPerSecond" if kind == "read" else "WriteUnitsPerSecond", 0) or 0)
         return window, max(floor, 2 * window.peak)
 
+    def _partition_used(self, table: Any, kind: str) -> dict[str, float]:
+        """Units used this second per partition key value of the table."""
+        key = (self._table_id(table), kind)
+        second = math.floor(self.clock.monotonic())
+        entry = self._partitions.get(key)
+        if entry is None or entry[0] != second:
+            entry = self._partitions[key] = (second, {})
+        return entry[1]
+
+    def _partition_fits(self, d: Demand) -> bool:
+        assert d.partition is not None
+        used = self._partition_used(d.table, d.kind).get(d.partition, 0.0)
+        return used + d.units <= PARTITION_UNITS[d.kind] + 1e-9
+
+    def _refused(self, demands: list[Demand]) -> list[Demand]:
+        out = [d for d in _totals(demands) if d.units > 0 and not self._fits(d.table, d.index, d.kind, d.units)]
+        return out + [d for d in _partition_totals(demands) if d.units > 0 and not self._partition_fits(d)]
+
     def _fits(self, table: Any, index: str | None, kind: str, units: float) -> bool:
         rate = self.rate(table, index, kind)
         if rate is None:
@@ -151,24 +197,26 @@ class CapacityModel:
         if not self.enabled:
             return []
         with self._lock:
-            out = [d for d in _totals(demands) if d.units > 0 and not self._fits(d.table, d.index, d.kind, d.units)]
+            out = self._refused(demands)
         self.throttled += bool(out)
         return out
 
-    def refusal(self, demands: list[Demand]) -> str | None:
-        """None if the demands fit, else the ProvisionedThroughputExceededException message."""
+    def refusal(self, demands: list[Demand]) -> tuple[str, list[dict[str, str]]] | None:
+        """None if the demands fit, else the ProvisionedThroughputExceededException message and its
+        ThrottlingReasons."""
         refused = self.refused(demands)
         if not refused:
             return None
-        if is_on_demand(refused[0].table):
-            return ON_DEMAND_MESSAGE
-        return TABLE_MESSAGE if any(d.index is None for d in refused) else GSI_MESSAGE
+        reasons = list({(r := d.reason())["reason"] + r["resource"]: r for d in refused}.values())
+        if is_on_demand(refused[0].table) or any(d.partition is not None for d in refused):
+            return ON_DEMAND_MESSAGE, reasons
+        return (TABLE_MESSAGE if any(d.index is None for d in refused) else GSI_MESSAGE), reasons
 
     def fits(self, demands: list[Demand]) -> bool:
         if not self.enabled:
             return True
         with self._lock:
-            return all(d.units <= 0 or self._fits(d.table, d.index, d.kind, d.units) for d in _totals(demands))
+            return not self._refused(demands)
 
     def charge(self, demands: list[Demand]) -> None:
         with self._lock:
@@ -181,6 +229,9 @@ class CapacityModel:
                     window.used += d.units
                 else:
                     self._bucket(d.table, d.index, d.kind, rate).level -= d.units
+                if d.partition is not None and d.index is None:
+                    used = self._partition_used(d.table, d.kind)
+                    used[d.partition] = used.get(d.partition, 0.0) + d.units
 
     def available(self, table: Any, index: str | None = None, kind: str = "write") -> float:
         """Units the table / GSI could take now (bucket level, or what the on-demand window has left)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -129,11 +130,20 @@ def index_write_units(old: IndexEntry | None, new: IndexEntry | None) -> int:
 
 @dataclass
 class Footprint:
-    """An item as capacity sees it: its size and its entry in each secondary index (by name)."""
+    """An item as capacity sees it: its size, its entry in each secondary index (by name) and its partition
+    key value (``partition_of``; None when absent)."""
 
     size: int
     gsi: dict[str, IndexEntry | None]
     lsi: dict[str, IndexEntry | None]
+    partition: str | None = None
+
+
+def partition_of(table: Any, attrs: Any) -> str | None:
+    """The item's (or key's) partition key value as a stable string, None without one."""
+    name = getattr(table, "hash_key_attr", None)
+    value = attrs.get(name) if isinstance(attrs, dict) and name else None
+    return json.dumps(value, sort_keys=True, separators=(",", ":")) if value is not None else None
 
 
 def footprint(table: Any, attrs: Attrs | None) -> Footprint:
@@ -142,4 +152,5 @@ def footprint(table: Any, attrs: Attrs | None) -> Footprint:
         size=item_size(attrs),
         gsi={g.name: index_entry(g, keys, attrs) for g in table.global_indexes},
         lsi={i.name: index_entry(i, keys, attrs) for i in table.indexes},
+        partition=partition_of(table, attrs),
     )
