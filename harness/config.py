@@ -89,6 +89,7 @@ class Settings:
     keep_state: bool = False
     dynamodb_capacity: bool = True
     ttl_delay: float | None = None
+    fis_time_scale: float | None = None
     pg_bin: Path | None = None
     dns_ttl_cap: float | None = None
     target: str = "emulator"
@@ -116,6 +117,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("dynamodb-capacity", "throttle provisioned DynamoDB tables by their capacity", _bool, "BOOL"),
     Option("ttl-delay", "seconds after expiry before the TTL sweeper deletes an item (default by "
            "time profile)", float, "SECONDS"),
+    Option("fis-time-scale", "FIS experiments started through the emulated FIS API run their durations times "
+           "this (default by time profile: fast 0.01, PT5M lasts 3 s; aws 1)", float, "FACTOR"),
     Option("pg-bin", "directory holding the PostgreSQL server binaries (postgres, initdb)", Path, "DIR"),
     Option("dns-ttl-cap", "cap every DNS TTL the test resolver honours at this many seconds", float,
            "SECONDS"),
@@ -173,6 +176,9 @@ def load_settings(
     settings = Settings(**values)
     if settings.ttl_delay is not None and settings.ttl_delay < 0:
         raise ConfigError(f"{option('ttl_delay').flag} must be >= 0, got {settings.ttl_delay}")
+    if settings.fis_time_scale is not None and not (0 < settings.fis_time_scale < float("inf")):
+        raise ConfigError(f"{option('fis_time_scale').flag} must be a number > 0 (0.01 makes PT5M last 3 s), got "
+                          f"{settings.fis_time_scale}")
     if settings.target == "aws" and not settings.aws_allow_accounts:
         raise ConfigError(
             "target aws needs an allow-list: set --dbdrill-aws-allow-accounts=ACCOUNT_ID (the account "

@@ -26,6 +26,8 @@ DRILLS: dict[str, DrillInfo] = {d.name: d for d in (
               "writer never stale, RTO within limit", "rds-multi-az-failover"),
     DrillInfo("aurora_failover", "Aurora writer failover: the cluster endpoint follows the new writer, the old "
               "writer is fenced, readers keep serving", "aurora-failover"),
+    DrillInfo("aurora_az_outage", "Aurora loses its writer's Availability Zone: it fails over to another AZ by "
+              "itself, no acknowledged write lost, the lost writer acknowledges nothing", "aurora-failover"),
     DrillInfo("cross_region_failover", "Region outage -> RDS event -> automation promotes the replica in another "
               "region and UPSERTs Route53: RTO and lost writes measured", "region-outage"),
     DrillInfo("rds_proxy_storm", "Lambda-style connection storm: direct connections exhaust max_connections, "

@@ -35,7 +35,8 @@ def is_aws(settings: Any) -> bool:
 def emulator_only(settings: Any, drill: str) -> None:
     """Skip (with the reason) a drill that has no game-day form."""
     if is_aws(settings):
-        pytest.skip(f"drill {drill} runs on the emulator only; game-day drills: multi_az_failover, aurora_failover")
+        pytest.skip(f"drill {drill} runs on the emulator only; game-day drills: multi_az_failover, aurora_failover, "
+                    "aurora_az_outage")
 
 
 def guard(settings: Settings, out: Any = None) -> GuardRails:
@@ -58,6 +59,16 @@ def resource(settings: Settings, kind: str) -> str:
     if len(parts) < 7 or parts[2] != "rds" or parts[5] != kind:
         raise GuardRailError(f"--dbdrill-aws-resource must be an RDS {kind} ARN (arn:aws:rds:REGION:ACCOUNT:"
                              f"{kind}:NAME), got {arn!r}. Nothing was started.")
+    return arn
+
+
+def fis_template(settings: Settings) -> str:
+    """The FIS experiment template ARN the user named."""
+    arn = settings.aws_resource or ""
+    parts = arn.split(":")
+    if len(parts) < 6 or parts[2] != "fis" or not parts[5].startswith("experiment-template/"):
+        raise GuardRailError("target aws needs --dbdrill-aws-resource=arn:aws:fis:REGION:ACCOUNT:experiment-template/"
+                             f"ID (the FIS experiment template to start), got {arn or 'none'!r}. Nothing was started.")
     return arn
 
 

@@ -15,6 +15,7 @@ from harness.aws import guard
 from harness.aws.dynamodb import patches
 from harness.aws.dynamodb.streams import StreamMapping
 from harness.aws.dynamodb.ttl import default_ttl_delay
+from harness.aws.fis_api import DEFAULT_TIME_SCALE, FisExperiments
 from harness.aws.middleware import AwsApp, FaultRule, make_rule
 from harness.aws.server import HttpServer
 from harness.errors import HarnessError, ServiceError
@@ -76,6 +77,7 @@ class AwsEndpoint:
         self.server: HttpServer | None = None
         self.app: AwsApp | None = None
         self._dynamodb: DynamoDBBehaviours | None = None
+        self._fis: FisExperiments | None = None
         self._proxies: dict[str, str] = {}
         self._session: Any = None
         self._session_lock = threading.Lock()
@@ -107,6 +109,9 @@ class AwsEndpoint:
                 self, capacity=self.settings.dynamodb_capacity, ttl_delay=ttl_delay,
                 replication_lag=DEFAULT_LAG.get(profile, 0.0), known_regions=self.regions).start()
             self.app.interceptors.append(self._dynamodb)
+            scale = self.settings.fis_time_scale or DEFAULT_TIME_SCALE.get(profile, 1.0)
+            self._fis = FisExperiments(self, scale)
+            self.app.interceptors.append(self._fis)
             host = self.stack.hosts.allocate("aws")
             self.server = HttpServer(self.app, host, 0, name="aws").start()
             self.app.stopping = self.server.stopping
@@ -133,6 +138,9 @@ class AwsEndpoint:
             with contextlib.suppress(Exception):
                 self.stack.toxiproxy.delete_proxy(f"aws-{region}")
             del self._proxies[region]
+        if self._fis is not None:  # first: healing an experiment's actions may need the API
+            self._fis.stop_all()
+            self._fis = None
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -152,6 +160,8 @@ class AwsEndpoint:
         from moto.core.base_backend import BackendDict
         from moto.core.model_instances import reset_model_data
 
+        if self._fis is not None:
+            self._fis.stop_all()
         if self._dynamodb is not None:
             self._dynamodb.reset()
         with self.lock:

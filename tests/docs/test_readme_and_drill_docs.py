@@ -31,6 +31,17 @@ def test_readme_example_passes(pytester: pytest.Pytester, index: int) -> None:
     result.assert_outcomes(passed=len(re.findall(r"^def test_", TEST_BLOCKS[index], flags=re.M)))
 
 
+DRILL_DOC_TESTS = [b for b in re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "drills.md").read_text(), flags=re.S)
+                   if re.search(r"^def test_", b, flags=re.M)]
+
+
+@pytest.mark.parametrize("index", range(len(DRILL_DOC_TESTS)))
+def test_drills_doc_example_passes(pytester: pytest.Pytester, index: int) -> None:
+    pytester.makepyfile(**{f"test_drills_doc_example_{index}": DRILL_DOC_TESTS[index]})
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=len(re.findall(r"^def test_", DRILL_DOC_TESTS[index], flags=re.M)))
+
+
 def test_drills_doc_conftest_example_overrides_the_drill(pytester: pytest.Pytester) -> None:
     """docs/drills.md's conftest: a user's reader replaces the drill's default (here: a module standing in
     for the user's app)."""

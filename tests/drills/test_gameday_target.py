@@ -113,3 +113,48 @@ def test_aurora_game_day(account: dict[str, str], tmp_path: Path) -> None:
     assert "rds.failover_db_cluster(DBClusterIdentifier='ledger')" in res.stdout
     members = rds.describe_db_clusters(DBClusterIdentifier="ledger")["DBClusters"][0]["DBClusterMembers"]
     assert {m["DBInstanceIdentifier"]: m["IsClusterWriter"] for m in members} == {"ledger-1": False, "ledger-2": True}
+
+
+def test_aurora_az_outage_game_day_through_fis(account: dict[str, str], tmp_path: Path) -> None:
+    """The AZ-outage drill's game day starts the user's FIS template; the emulated FIS API runs it for real."""
+    session = {"endpoint_url": account["AWS_ENDPOINT_URL"], "region_name": "us-east-1",
+               "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    rds, ec2, fis = (boto3.client(s, **session) for s in ("rds", "ec2", "fis"))  # type: ignore[call-overload]
+    cluster = rds.create_db_cluster(DBClusterIdentifier="books", Engine="aurora-postgresql", MasterUsername="app",
+                                    MasterUserPassword="app-pass-1", DatabaseName="app")["DBCluster"]
+    for name in ("books-1", "books-2", "books-3"):  # books-1, the writer, in us-east-1a
+        rds.create_db_instance(DBInstanceIdentifier=name, DBClusterIdentifier="books", Engine="aurora-postgresql",
+                               DBInstanceClass="db.r6g.large")
+    subnet = next(s for s in ec2.describe_subnets()["Subnets"] if s["AvailabilityZone"] == "us-east-1a")
+    subnet_arn = f"arn:aws:ec2:us-east-1:{ACCOUNT}:subnet/{subnet['SubnetId']}"
+    template = fis.create_experiment_template(
+        clientToken="az", description="lose us-east-1a", roleArn=f"arn:aws:iam::{ACCOUNT}:role/fis",
+        stopConditions=[{"source": "none"}], tags={"dbdrill:allow": "true"},
+        targets={"subnets": {"resourceType": "aws:ec2:subnet", "resourceArns": [subnet_arn], "selectionMode": "ALL"}},
+        actions={"cut": {"actionId": "aws:network:disrupt-connectivity", "targets": {"Subnets": "subnets"},
+                         "parameters": {"scope": "availability-zone", "duration": "PT1M"}}})["experimentTemplate"]
+    env = clean_env({k: v for k, v in account.items() if k != "ENDPOINT"})
+    dsn = f"host={cluster['Endpoint']} port=5432 user=app password=app-pass-1 dbname=app"
+    res = subprocess.run([DBDRILL, "drill", "aurora_az_outage", "--target", "aws", "--report-dir", "out",
+                          "--aws-allow-accounts", ACCOUNT, "--aws-resource",
+                          f"arn:aws:fis:us-east-1:{ACCOUNT}:experiment-template/{template['id']}", "--aws-dsn", dsn],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"fis.start_experiment(experimentTemplateId='{template['id']}')" in res.stdout
+    [experiment] = fis.list_experiments()["experiments"]
+    assert experiment["state"]["status"] in ("completed", "stopped")
+    members = rds.describe_db_clusters(DBClusterIdentifier="books")["DBClusters"][0]["DBClusterMembers"]
+    writer = next(m["DBInstanceIdentifier"] for m in members if m["IsClusterWriter"])
+    assert writer != "books-1", "the writer's AZ was lost: the cluster failed over to another AZ"
+    [journal] = (tmp_path / "out").glob("aurora_az_outage-*/journal.json")
+    assert '"verdict": "pass"' in journal.read_text()
+
+
+def test_aurora_az_outage_game_day_needs_a_fis_template(account: dict[str, str], tmp_path: Path) -> None:
+    env = clean_env({k: v for k, v in account.items() if k != "ENDPOINT"})
+    res = subprocess.run([DBDRILL, "drill", "aurora_az_outage", "--target", "aws", "--report-dir", "out",
+                          "--aws-allow-accounts", ACCOUNT, "--aws-resource",
+                          f"arn:aws:rds:us-east-1:{ACCOUNT}:cluster:books", "--aws-dsn", "host=x user=app dbname=app"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0
+    assert "experiment-template/ID" in res.stdout + res.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import pytest
@@ -168,3 +169,30 @@ def test_region_outage_cuts_the_whole_cluster_without_failover(orders: AuroraHan
         repl.wait_caught_up(writer_host.cluster, member.host.cluster, 30)
         with db.connect(member.identifier) as conn:
             assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+def test_an_fis_experiment_started_through_the_api_cuts_the_writers_az(orders: AuroraHandle, aws: Any,
+                                                                       clock: Clock) -> None:
+    """StartExperiment with aws:network:disrupt-connectivity (scope availability-zone) on a subnet of the writer's
+    AZ: the cluster fails over to another AZ while the experiment runs and is whole again once it completes."""
+    db = orders
+    old = db.writer()
+    az = db.cluster.members[old].az
+    ec2, fis = aws.client("ec2"), aws.client("fis")
+    subnet = next(s for s in ec2.describe_subnets()["Subnets"] if s["AvailabilityZone"] == az)
+    ec2.create_tags(Resources=[subnet["SubnetId"]], Tags=[{"Key": "drill", "Value": "az"}])
+    template = fis.create_experiment_template(
+        clientToken="az", description="lose the writer's AZ", roleArn="arn:aws:iam::123456789012:role/fis",
+        stopConditions=[{"source": "none"}],
+        targets={"subnets": {"resourceType": "aws:ec2:subnet", "resourceTags": {"drill": "az"},
+                             "selectionMode": "ALL"}},
+        actions={"cut": {"actionId": "aws:network:disrupt-connectivity", "targets": {"Subnets": "subnets"},
+                         "parameters": {"scope": "availability-zone", "duration": "PT2M"}}})["experimentTemplate"]
+    experiment_id = fis.start_experiment(experimentTemplateId=template["id"])["experiment"]["id"]
+    wait_until(lambda: db.writer() != old, 30, what="the failover to another AZ")
+    assert db.cluster.members[db.writer()].az != az
+    wait_until(lambda: fis.get_experiment(id=experiment_id)["experiment"]["state"]["status"] == "completed", 60,
+               what="the experiment to complete (PT2M at the fast time scale: 1.2 s)")
+    db.wait_available(60)
+    with db.connect(old) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
