@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.rds.api import _IDENT, RESERVED_USERS, ApiError, _flag, check_password
 from harness.rds.aurora import APPLIED_PARAMETERS, ENGINE, AuroraCluster, CustomEndpoint, Member
+from harness.rds.aurora_global import GlobalApi
 from harness.rds.fleet import PORT
 from harness.rds.query import params, respond
 
@@ -38,6 +39,7 @@ class AuroraApi:
     def __init__(self, ext: AuroraClusters, base: dict[str, Handler]) -> None:
         self.ext = ext
         self.base = base
+        self.globals = GlobalApi(ext)
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -47,6 +49,7 @@ class AuroraApi:
             "RebootDBInstance": self.reboot_member,
             "CreateDBClusterEndpoint": self.create_endpoint, "DescribeDBClusterEndpoints": self.describe_endpoints,
             "ModifyDBClusterEndpoint": self.modify_endpoint, "DeleteDBClusterEndpoint": self.delete_endpoint,
+            **self.globals.handlers(),
         }
 
     def _base(self, name: str, call: Call, p: dict[str, str], region: str) -> HttpResponse:
@@ -70,6 +73,10 @@ class AuroraApi:
                            f"runs real DB clusters for Engine '{ENGINE}' only (PostgreSQL {version} underneath); "
                            "aurora-mysql, mysql and Multi-AZ DB clusters (Engine='postgres') are not emulated. Use "
                            f"Engine='{ENGINE}'.")
+        global_id, primary = self.globals.secondary_of(p, region)
+        if primary is not None:  # a secondary cluster of a global database: the primary's login and database
+            p = {**p, "MasterUsername": primary.user, "MasterUserPassword": primary.password,
+                 "DatabaseName": primary.db_name}
         if _flag(p, "ManageMasterUserPassword"):
             raise ApiError("InvalidParameterCombination", "dbdrill needs MasterUserPassword to create the real "
                            "master user: ManageMasterUserPassword (Secrets Manager) is not supported.")
@@ -99,6 +106,7 @@ class AuroraApi:
                                     resource_id=str(record.resource_id), writer_dns=record.endpoint,
                                     reader_dns=record.reader_endpoint, port=port, user=user, password=password,
                                     db_name=db_name, settings=settings)
+        cluster.global_id, cluster.primary = global_id, primary
         self.ext.register(cluster)
         self.ext.failovers.emit(cluster, "cluster_created")
         logger.info("Aurora cluster %s/%s created (writer endpoint %s)", region, ident, cluster.writer_dns)
@@ -181,6 +189,10 @@ class AuroraApi:
         cluster = self.ext.find(region, p.get("DBClusterIdentifier", ""))
         if cluster is None:
             return call.forward()
+        if cluster.primary is not None:
+            raise ApiError("InvalidDBClusterStateFault", f"DB cluster {cluster.identifier} is a secondary cluster of "
+                           f"global database {cluster.global_id}: its instances are read-only replicas of the "
+                           "primary. Use failover_global_cluster / switchover_global_cluster to make it primary.")
         if cluster.status != "available" or cluster.busy:
             raise ApiError("InvalidDBClusterStateFault", f"DB cluster {cluster.identifier} is not in the available "
                            f"state (it is {'busy' if cluster.busy else cluster.status}): try again when it is.")

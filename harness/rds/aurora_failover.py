@@ -186,8 +186,8 @@ class Failovers:
         writer = cluster.writer
         host = writer.host if writer is not None else None
         if writer is None or host is None or writer in cluster.fenced or host.frozen is not None or \
-                not host.cluster.running():
-            return
+                not host.cluster.running() or cluster.primary is not None:
+            return  # (a secondary's writer is a replica: its commits are the global primary's)
         candidates = {m.host.cluster.name for m in cluster.members.values()
                       if m is not writer and m not in cluster.fenced and m.host is not None and
                       m.status == "available" and not m.host.net_cuts and m.host.upstream is host and
@@ -221,7 +221,7 @@ class Failovers:
             member.host.net_cuts.add(reason)
         self.ext.fleet.sync_cuts()
         self.sync_quorum(cluster)  # commits stop waiting for readers cut off (a cut writer's keep waiting)
-        if failover and cluster.writer in hit and cluster.readers:
+        if failover and cluster.writer in hit and cluster.readers and cluster.primary is None:
             logger.warning("Aurora %s: writer %s lost with %s: failing over", cluster.identifier,
                            cluster.writer.identifier if cluster.writer else None, az)
             self.do(cluster, None, crash=True, rejoin=False)
@@ -237,6 +237,10 @@ class Failovers:
             assert member.host is not None
             member.host.net_cuts.discard(reason)
         self.ext.fleet.sync_cuts()
+        if cluster.primary is not None:  # a secondary: every member streams from the global primary again
+            self.ext.globals.refollow(cluster)
+            self.ext.publish(cluster)
+            return
         writer = cluster.writer
         # A writer back from the cut: every reader's replication went through the cut; else only the cut ones'.
         followers = [m for m in cluster.members.values() if m is not writer] if writer in hit else hit
@@ -254,6 +258,8 @@ class Failovers:
                                  cluster.identifier)
         self.ext.iam.sync(cluster)
         self.ext.publish(cluster)
+        if writer in hit:
+            self.ext.globals.primary_writer_changed(cluster)  # its secondaries' links went through the cut
 
     # -- the monitor -----------------------------------------------------------------------------------------
     def watch(self) -> None:
@@ -287,8 +293,8 @@ class Failovers:
                     host.cluster.running():
                 down_since.pop(id(member), None)
                 continue
-            if member is cluster.writer and any(m.host is not None and m.host.cluster.running()
-                                                for m in cluster.readers):
+            if member is cluster.writer and cluster.primary is None and any(
+                    m.host is not None and m.host.cluster.running() for m in cluster.readers):
                 logger.warning("writer %s of %s died: failing over", member.identifier, cluster.identifier)
                 self.ext.run(cluster, lambda: self.do(cluster, None, crash=True, rejoin=True),
                          what="failover", wait=False)
