@@ -19,8 +19,8 @@ import pytest
 
 from faults.outage import az_outage
 from suites.drill import Fenced
-from suites.pgclient import PgApp, Target, failover_workload
-from suites.target import dsn_target, fis_template, guard, is_aws, stack_dns
+from suites.pgclient import aurora_apps, failover_workload
+from suites.target import fis_template, is_aws, run_game_day
 
 pytestmark = pytest.mark.dbdrill_drill("aurora_az_outage", kind="aurora-failover")
 
@@ -30,14 +30,7 @@ OUTAGE_S = 1.5  # how long the AZ stays dark
 def test_aurora_az_outage(drill: Any, request: pytest.FixtureRequest, rds_drill_connect: Any) -> None:
     if is_aws(drill.settings):
         return game_day(drill, rds_drill_connect)
-    if getattr(drill.settings, "time_profile", "fast") == "fast":
-        # Seconds, not AWS's 30-60: the failover is at once, then the endpoint's 5 s TTL runs out at the latest.
-        drill.defaults(max_rto=10.0, max_reader_lag=5.0)
-    db = request.getfixturevalue("aurora_cluster")("drill-aurora-az", readers=2)
-    login = (db.port, db.user, db.password, db.dbname)
-    writer = PgApp(drill.history, Target(db.writer_endpoint, *login), rds_drill_connect)
-    writer.setup()
-    readers = PgApp(drill.history, Target(db.reader_endpoint, *login), rds_drill_connect)
+    db, writer, readers = aurora_apps(drill, request, rds_drill_connect, "drill-aurora-az")
     old_writer = db.writer()
     lost_az = db.cluster.member(old_writer).az
     old_address = socket.gethostbyname(db.endpoint(old_writer))
@@ -55,17 +48,5 @@ def game_day(drill: Any, connect: Any) -> None:
     """Against a real cluster: your FIS experiment template, started behind the guard rails (allow-listed account,
     allow tag on the template, plan printed first, dry run, abort stops the experiment)."""
     from faults.gameday import FisExperiment
-    from faults.gameday import game_day as guarded
 
-    settings = drill.settings
-    rails = guard(settings, drill.out)
-    action = FisExperiment(rails, fis_template(settings))
-    target = dsn_target(settings)
-    with stack_dns(), guarded(rails, [action]):
-        if settings.dry_run:
-            pytest.skip("dry run: the plan was printed, nothing was changed")
-        app = PgApp(drill.history, target, connect)
-        app.setup()
-        failover_workload(drill, app, action, duration=OUTAGE_S)
-    drill.note(resource=action.arn, target="aws")
-    drill.finish(writer={target.host}, checks=["lost-writes", "stale-reads", "recovery", "data-loss"])
+    run_game_day(drill, connect, lambda rails: FisExperiment(rails, fis_template(drill.settings)), duration=OUTAGE_S)

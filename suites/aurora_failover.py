@@ -16,8 +16,8 @@ import pytest
 
 from faults.aurora import writer_failover
 from suites.drill import Fenced
-from suites.pgclient import PgApp, Target, failover_workload
-from suites.target import dsn_target, guard, is_aws, resource, stack_dns
+from suites.pgclient import aurora_apps, failover_workload
+from suites.target import is_aws, resource, run_game_day
 
 pytestmark = pytest.mark.dbdrill_drill("aurora_failover", kind="aurora-failover")
 
@@ -27,14 +27,7 @@ FENCE_S = 1.5  # the old writer stays fenced this long before it rejoins as a re
 def test_aurora_failover(drill: Any, request: pytest.FixtureRequest, rds_drill_connect: Any) -> None:
     if is_aws(drill.settings):
         return game_day(drill, rds_drill_connect)
-    if getattr(drill.settings, "time_profile", "fast") == "fast":
-        # Seconds, not AWS's 30-60: the fence lasts 1.5 s, then the endpoint's 5 s TTL runs out at the latest.
-        drill.defaults(max_rto=10.0, max_reader_lag=5.0)
-    db = request.getfixturevalue("aurora_cluster")("drill-aurora", readers=2)
-    login = (db.port, db.user, db.password, db.dbname)
-    writer = PgApp(drill.history, Target(db.writer_endpoint, *login), rds_drill_connect)
-    writer.setup()
-    readers = PgApp(drill.history, Target(db.reader_endpoint, *login), rds_drill_connect)
+    db, writer, readers = aurora_apps(drill, request, rds_drill_connect, "drill-aurora")
     old_writer = db.writer()
     old_address = socket.gethostbyname(db.endpoint(old_writer))
     failover = writer_failover(db, hold_fence=True)
@@ -49,17 +42,5 @@ def test_aurora_failover(drill: Any, request: pytest.FixtureRequest, rds_drill_c
 def game_day(drill: Any, connect: Any) -> None:
     """Against a real cluster: failover_db_cluster behind the guard rails (allow-list, allow tag, plan, dry run)."""
     from faults.gameday import FailoverDbCluster
-    from faults.gameday import game_day as guarded
 
-    settings = drill.settings
-    rails = guard(settings, drill.out)
-    action = FailoverDbCluster(rails, resource(settings, "cluster"))
-    target = dsn_target(settings)
-    with stack_dns(), guarded(rails, [action]):
-        if settings.dry_run:
-            pytest.skip("dry run: the plan was printed, nothing was changed")
-        app = PgApp(drill.history, target, connect)
-        app.setup()
-        failover_workload(drill, app, action)
-    drill.note(resource=action.arn, target="aws")
-    drill.finish(writer={target.host}, checks=["lost-writes", "stale-reads", "recovery", "data-loss"])
+    run_game_day(drill, connect, lambda rails: FailoverDbCluster(rails, resource(drill.settings, "cluster")))

@@ -19,7 +19,7 @@ import pytest
 from faults.database import force_failover
 from suites.drill import Fenced
 from suites.pgclient import PgApp, Target, failover_workload
-from suites.target import dsn_target, guard, is_aws, resource, stack_dns
+from suites.target import is_aws, resource, run_game_day
 
 pytestmark = pytest.mark.dbdrill_drill("multi_az_failover", kind="rds-multi-az-failover")
 
@@ -50,17 +50,6 @@ def game_day(drill: Any, connect: Any) -> None:
     """The same drill against a real Multi-AZ instance: reboot_db_instance(ForceFailover=True) behind the guard
     rails (allow-listed account, allow tag, plan printed first, dry run, abort heals)."""
     from faults.gameday import RebootDbInstance
-    from faults.gameday import game_day as guarded
 
-    settings = drill.settings
-    rails = guard(settings, drill.out)
-    action = RebootDbInstance(rails, resource(settings, "db"), force_failover=True)
-    target = dsn_target(settings)
-    with stack_dns(), guarded(rails, [action]):
-        if settings.dry_run:
-            pytest.skip("dry run: the plan was printed, nothing was changed")
-        app = PgApp(drill.history, target, connect)
-        app.setup()
-        failover_workload(drill, app, action)
-    drill.note(resource=action.arn, target="aws")
-    drill.finish(writer={target.host}, checks=["lost-writes", "stale-reads", "recovery", "data-loss"])
+    run_game_day(drill, connect,
+                 lambda rails: RebootDbInstance(rails, resource(drill.settings, "db"), force_failover=True))

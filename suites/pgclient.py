@@ -181,3 +181,17 @@ def failover_workload(drill: Any, app: PgApp, fault: Any, *, at: float = 1.0, du
     app.close()
     if reader_app is not None:
         reader_app.close()
+
+
+def aurora_apps(drill: Any, request: Any, connect: Any, identifier: str) -> tuple[Any, PgApp, PgApp]:
+    """An Aurora cluster for a drill (writer + 2 readers, through the ``aurora_cluster`` fixture), an app writing
+    through its cluster endpoint (its table set up) and one reading through its reader endpoint. With the fast
+    profile the limits are seconds, not AWS's 30-60: the failover is at once, then the endpoints' 5 s TTL runs out
+    at the latest."""
+    if getattr(drill.settings, "time_profile", "fast") == "fast":
+        drill.defaults(max_rto=10.0, max_reader_lag=5.0)
+    db = request.getfixturevalue("aurora_cluster")(identifier, readers=2)
+    login = (db.port, db.user, db.password, db.dbname)
+    writer = PgApp(drill.history, Target(db.writer_endpoint, *login), connect)
+    writer.setup()
+    return db, writer, PgApp(drill.history, Target(db.reader_endpoint, *login), connect)

@@ -85,3 +85,24 @@ def dsn_target(settings: Settings) -> Target:
         raise GuardRailError(f"--dbdrill-aws-dsn lacks {', '.join(missing)}. Nothing was started.")
     return Target(str(info["host"]), int(info.get("port") or 5432), str(info["user"]), str(info.get("password") or ""),
                   str(info["dbname"]))
+
+
+def run_game_day(drill: Any, connect: Any, make_action: Any, *, duration: float = 0.5) -> None:
+    """The game-day form of a database failover drill: ``make_action(rails)`` is the AWS action (built behind the
+    guard rails: allow-listed account, allow tag, plan printed first, dry run, abort heals); clients write through
+    the DSN the user gave while it runs ``duration`` s into the workload."""
+    from faults.gameday import game_day as guarded
+    from suites.pgclient import PgApp, failover_workload
+
+    settings = drill.settings
+    rails = guard(settings, drill.out)
+    action = make_action(rails)
+    target = dsn_target(settings)
+    with stack_dns(), guarded(rails, [action]):
+        if settings.dry_run:
+            pytest.skip("dry run: the plan was printed, nothing was changed")
+        app = PgApp(drill.history, target, connect)
+        app.setup()
+        failover_workload(drill, app, action, duration=duration)
+    drill.note(resource=action.arn, target="aws")
+    drill.finish(writer={target.host}, checks=["lost-writes", "stale-reads", "recovery", "data-loss"])
