@@ -166,6 +166,56 @@ def reader_lag(cluster: Any, reader: str, seconds: float, **kw: Any) -> ReaderLa
     return ReaderLag(cluster, reader, seconds, **kw)
 
 
+class GlobalFailover(Fault):
+    """``failover_global_cluster`` through the RDS API of the target's region, as an operator or automation calls
+    it when the primary region is lost: the secondary ``target`` (its ARN) becomes the primary at once
+    (``allow_data_loss``; what had not reached it is lost), or after catching up (``switchover``: nothing lost).
+    Heal waits until every cluster of the global database is available (an old primary whose region is out is
+    rebuilt as a secondary when the region comes back)."""
+
+    kind = "aurora_global_failover"
+
+    def __init__(self, global_id: str, target: str, *, switchover: bool = False,
+                 reconciler: RdsReconciler | None = None, recovery_timeout: float = DEFAULT_RECOVERY_TIMEOUT,
+                 name: str | None = None) -> None:
+        super().__init__(name=name)
+        parts = target.split(":") if isinstance(target, str) else []
+        if len(parts) < 7 or parts[2] != "rds" or parts[5] != "cluster":
+            raise FaultError(f"{self.kind}: target must be the ARN of a secondary DB cluster "
+                             f"(arn:aws:rds:REGION:ACCOUNT:cluster:NAME), got {target!r}", fault=self)
+        self.global_id, self.target, self.region = global_id, target, parts[3]
+        self.switchover = switchover
+        self.recovery_timeout = recovery_timeout
+        self._reconciler = reconciler
+
+    @property
+    def ext(self) -> AuroraClusters:
+        from harness.rds.aurora import aurora
+        from harness.rds.reconciler import current_reconciler
+
+        return aurora(self._reconciler or current_reconciler())
+
+    def _inject(self) -> None:
+        client = self.ext.rec.stack.aws.client("rds", region=self.region)
+        if self.switchover:
+            client.switchover_global_cluster(GlobalClusterIdentifier=self.global_id,
+                                             TargetDbClusterIdentifier=self.target)
+        else:
+            client.failover_global_cluster(GlobalClusterIdentifier=self.global_id,
+                                           TargetDbClusterIdentifier=self.target, AllowDataLoss=True)
+
+    def _heal(self) -> None:
+        ext = self.ext
+        for cluster in ext.globals.members(self.global_id):
+            ext.wait_available(cluster.identifier, cluster.region, self.recovery_timeout)
+
+    def target_label(self) -> str:
+        return self.target.rsplit(":", 1)[-1]
+
+    def describe(self) -> dict[str, Any]:
+        return {"global_cluster": self.global_id, "target": self.target, "switchover": self.switchover}
+
+
 # -- region outage part: every Aurora cluster of the region unreachable ------------------------------------
 class RegionClusters(Fault):
     """Every member of every Aurora cluster in ``region`` cut off the network (clients and replication

@@ -28,6 +28,9 @@ DRILLS: dict[str, DrillInfo] = {d.name: d for d in (
               "writer is fenced, readers keep serving", "aurora-failover"),
     DrillInfo("aurora_az_outage", "Aurora loses its writer's Availability Zone: it fails over to another AZ by "
               "itself, no acknowledged write lost, the lost writer acknowledges nothing", "aurora-failover"),
+    DrillInfo("aurora_global_failover", "Aurora global database, primary region lost: the secondary is promoted "
+              "(AllowDataLoss), the global endpoint follows, loss within the RPO, the old primary acknowledges "
+              "nothing", "aurora-global"),
     DrillInfo("cross_region_failover", "Region outage -> RDS event -> automation promotes the replica in another "
               "region and UPSERTs Route53: RTO and lost writes measured", "region-outage"),
     DrillInfo("rds_proxy_storm", "Lambda-style connection storm: direct connections exhaust max_connections, "

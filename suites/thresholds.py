@@ -235,10 +235,14 @@ class ReadReplicaThresholds(Thresholds):
 @register
 @dataclass(frozen=True)
 class AuroraGlobalThresholds(Thresholds):
-    """Aurora global database: secondary regions lag under 1 s."""
+    """Aurora global database: secondary regions lag under 1 s (the RPO of a failover that allows data loss); a
+    managed failover to a secondary region takes minutes."""
 
     drill_kind: ClassVar[str] = "aurora-global"
     max_reader_lag: float | None = _limit(SECONDS, 1.0, "how far replica reads may trail acknowledged writes")
+    max_rto: float | None = _limit(SECONDS, 300.0, "fault start -> first successful write, per fault")
+    max_rpo: float | None = _limit(SECONDS, 1.0, "span of acknowledged writes lost before a fault")
+    max_lost_writes: int = _limit(COUNT, 1000, "acknowledged writes missing from the final read")
 
 
 @register

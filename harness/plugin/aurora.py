@@ -156,3 +156,60 @@ def aurora_cluster(rds: RdsReconciler, aws: AwsEndpoint, dns_resolver: ResolverH
                             reconciler=rds, client=client, parameter_group=group)
 
     return make
+
+
+@dataclass
+class GlobalHandle:
+    """A global database made by ``aurora_global``: its writer endpoint (the primary's writer, through DNS),
+    the primary cluster and the secondaries (AuroraHandles; a secondary's endpoints serve read-only)."""
+
+    identifier: str
+    endpoint: str
+    primary: AuroraHandle
+    secondaries: list[AuroraHandle]
+
+    @property
+    def secondary(self) -> AuroraHandle:
+        return self.secondaries[0]
+
+    def writer_cluster(self) -> str:
+        """The primary cluster's identifier, as DescribeGlobalClusters reports it."""
+        found = self.primary.client.describe_global_clusters(GlobalClusterIdentifier=self.identifier)
+        return str(next(m["DBClusterArn"] for m in found["GlobalClusters"][0]["GlobalClusterMembers"]
+                        if m["IsWriter"]).rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def aurora_global(aurora_cluster: Callable[..., AuroraHandle], aws: AwsEndpoint) -> Callable[..., GlobalHandle]:
+    """Factory: ``aurora_global(identifier=None, *, readers=1, secondary_regions=None, secondary_instances=2,
+    timeout=120)`` creates an Aurora global database with boto3: a primary cluster in the default region (writer
+    + ``readers`` readers) and a secondary cluster of ``secondary_instances`` instances in each secondary region
+    (default: the next emulated region). Removed after the test with the other ``rds`` state."""
+
+    def make(identifier: str | None = None, *, readers: int = 1, secondary_regions: list[str] | None = None,
+             secondary_instances: int = 2, timeout: float = 120.0) -> GlobalHandle:
+        identifier = identifier or f"aurora-global-{next(_ids)}"
+        primary = aurora_cluster(identifier, readers=readers, timeout=timeout)
+        regions = secondary_regions or [next(r for r in aws.regions if r != primary.region)]
+        found = primary.client.create_global_cluster(GlobalClusterIdentifier=f"{identifier}-global",
+                                                     SourceDBClusterIdentifier=primary.arn)["GlobalCluster"]
+        secondaries = []
+        for region in regions:
+            region = aws.check_region(region)
+            client = aws.client("rds", region=region)
+            name = f"{identifier}-{region}"
+            desc = client.create_db_cluster(DBClusterIdentifier=name, Engine="aurora-postgresql",
+                                            GlobalClusterIdentifier=found["GlobalClusterIdentifier"])["DBCluster"]
+            members = [f"{name}-{i + 1}" for i in range(secondary_instances)]
+            for member in members:
+                _create_member(client, name, member, 1, None, timeout)
+            secondaries.append(AuroraHandle(
+                identifier=name, region=region, writer_endpoint=desc["Endpoint"],
+                reader_endpoint=desc["ReaderEndpoint"], port=primary.port, user=primary.user,
+                password=primary.password, dbname=primary.dbname, arn=desc["DBClusterArn"], instances=members,
+                reconciler=primary.reconciler, client=client))
+        endpoint = primary.client.describe_global_clusters(
+            GlobalClusterIdentifier=found["GlobalClusterIdentifier"])["GlobalClusters"][0]["Endpoint"]
+        return GlobalHandle(found["GlobalClusterIdentifier"], endpoint, primary, secondaries)
+
+    return make

@@ -158,3 +158,24 @@ def rds_drill_connect():
 """)
     res.assert_outcomes(failed=1)
     assert "recovery" in failed_checks(journal), journal["message"]
+
+
+def test_global_drill_catches_a_client_pinned_to_the_old_primary_region(pytester: pytest.Pytester) -> None:
+    res, journal = run_drill(pytester, "aurora_global_failover", """
+import socket
+import pytest
+from suites.pgclient import default_connect
+
+@pytest.fixture
+def rds_drill_connect():
+    cache = {}
+    def connect(host, port, user, password, dbname):   # resolves the global endpoint once: the old primary
+        if host not in cache:
+            cache[host] = socket.gethostbyname(host)
+        return default_connect(cache[host], port, user, password, dbname)
+    return connect
+""")
+    res.assert_outcomes(failed=1)
+    failed = failed_checks(journal)
+    assert "recovery" in failed, journal["message"]
+    assert "split-brain" not in failed  # fenced, then a read-only replica: it never acknowledged a write
