@@ -120,13 +120,20 @@ class GlobalDatabases:
         if old_host is not None:
             old_host.client_cuts.add(FENCE)  # nothing more is acknowledged there: switchover or not
             fleet.sync_cuts()
-        if not allow_data_loss:
-            if old_host is None or old_host.net_cuts or not old_host.cluster.running():
-                raise HarnessError(f"switchover needs the primary {old.identifier} reachable; use a failover "
-                                   "(AllowDataLoss) to promote the secondary now", obj=target)
-            repl.wait_caught_up(old_host.cluster, head.host.cluster, 30)
-        self.ext.set_status(target, "failing-over")
-        repl.promote(head.host.cluster)
+        try:
+            if not allow_data_loss:
+                if old_host is None or old_host.net_cuts or not old_host.cluster.running():
+                    raise HarnessError(f"switchover needs the primary {old.identifier} reachable; use a failover "
+                                       "(AllowDataLoss) to promote the secondary now", obj=target)
+                repl.wait_caught_up(old_host.cluster, head.host.cluster, 30)
+            self.ext.set_status(target, "failing-over")
+            repl.promote(head.host.cluster)
+        except BaseException:
+            if old_host is not None:  # nothing changed: the primary goes on
+                old_host.client_cuts.discard(FENCE)
+                fleet.sync_cuts()
+            self.ext.set_status(target, "available")
+            raise
         fleet.unlink(head.host)
         head.host.role = "primary"
         target.primary, old.primary = None, target

@@ -170,3 +170,13 @@ def test_the_secondary_follows_a_failover_of_the_primary(globe: Globe, clock: Cl
         conn.execute("INSERT INTO t VALUES (7)")
     assert ext.cluster("orders", "us-east-1").writer.identifier == "orders-2"  # type: ignore[union-attr]
     wait_until(lambda: count(globe.secondary["ReaderEndpoint"]) == 1, 30, what="us-west-2 to follow the new writer")
+
+
+def test_a_switchover_that_cannot_run_changes_nothing(globe: Globe, rds: RdsReconciler, clock: Clock) -> None:
+    with region_outage("us-east-1", reconciler=rds), pytest.raises(ClientError, match="reachable"):
+        globe.west.switchover_global_cluster(GlobalClusterIdentifier="orders-global",
+                                             TargetDbClusterIdentifier=globe.arn("orders-dr"))
+    assert globe.writers() == {"orders": True, "orders-dr": False}
+    with connect(globe.primary["Endpoint"]) as conn:  # not left fenced
+        conn.execute("INSERT INTO t VALUES (1)")
+    wait_until(lambda: count(globe.secondary["ReaderEndpoint"]) == 1, 10, what="replication")
