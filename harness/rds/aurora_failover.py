@@ -272,7 +272,9 @@ class Failovers:
             for cluster in clusters:
                 try:
                     self._check(cluster, down_since)
-                    if not cluster.busy and cluster.lock.acquire(blocking=False):
+                    # Not while work holds the cluster (it sets the quorum itself), but also while it is only
+                    # busy waiting (a rejoin's delay): a reader dying meanwhile must not hold commits up.
+                    if cluster.lock.acquire(blocking=False):
                         try:
                             self.sync_quorum(cluster)
                         finally:
