@@ -13,7 +13,7 @@ from faults.dynamodb import pause_replication
 from faults.outage import RegionCut
 from harness.aws.endpoint import AwsEndpoint
 from harness.clock import Clock
-from harness.wait import wait_until
+from harness.wait import WaitTimeout, wait_until
 
 EAST, WEST = "us-east-1", "eu-west-1"
 
@@ -148,3 +148,40 @@ def _fast_fail() -> Any:
     from botocore.config import Config
 
     return Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5)
+
+
+def test_a_lingering_pause_lets_replication_go_on_first(aws: AwsEndpoint, dynamodb_table: Any) -> None:
+    """As after FIS starts pausing on AWS, replication goes on for ``linger`` seconds before the pause holds."""
+    east, west = global_table(aws, dynamodb_table)
+    tables = aws.dynamodb.global_tables
+    group = tables.group("carts")
+    assert group is not None
+    with pause_replication("carts", [WEST], endpoint=aws, linger=0.5) as fault:
+        assert not tables._paused(group, WEST)
+        east.put_item(TableName="carts", Item={"pk": {"S": "early"}, "v": {"S": "1"}})
+        wait_until(lambda: value(west, "early") == "1", 5, what="replication while the pause lingers")
+        wait_until(lambda: tables._paused(group, WEST), 5, what="the pause to hold")
+        east.put_item(TableName="carts", Item={"pk": {"S": "late"}, "v": {"S": "2"}})
+        with pytest.raises(WaitTimeout):  # a bounded look: paused, nothing arrives
+            wait_until(lambda: value(west, "late") == "2", 0.3, what="late")
+        assert fault.describe()["linger"] == 0.5
+    wait_until(lambda: value(west, "late") == "2", 5, what="the backlog after the heal")
+    with pause_replication("carts", endpoint=aws, linger=30):  # healed before it ever held
+        pass
+    assert not tables._paused(group, WEST)
+    with pytest.raises(FaultError, match="linger"):
+        pause_replication("carts", endpoint=aws, linger=-1)
+
+
+def test_fis_pause_lingers_only_with_the_aws_profile() -> None:
+    import random
+    from types import SimpleNamespace
+
+    from faults.dynamodb import FIS_MAX_LINGER, _fis_linger
+
+    ctx = SimpleNamespace(rng=random.Random(1), time_scale=0.01)
+    aws_profile = SimpleNamespace(settings=SimpleNamespace(time_profile="aws"))
+    fast = SimpleNamespace(settings=SimpleNamespace(time_profile="fast"))
+    drawn = [_fis_linger(aws_profile, ctx) for _ in range(50)]
+    assert all(0 <= d <= FIS_MAX_LINGER * 0.01 for d in drawn) and len(set(drawn)) > 1
+    assert _fis_linger(fast, ctx) == 0.0
