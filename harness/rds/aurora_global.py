@@ -253,6 +253,11 @@ class GlobalApi:
                 self.ext.publish(cluster)
         return response
 
+    def _member(self, gid: str, ref: str) -> AuroraCluster | None:
+        """The member cluster of global database ``gid`` named by ``ref``: its ARN or its identifier."""
+        return next((c for c in self.ext.globals.members(gid) if ref in (c.arn, c.identifier)
+                     or c.identifier == ref.lower()), None)
+
     def _target(self, p: dict[str, str]) -> tuple[str, AuroraCluster]:
         from harness.rds.api import ApiError
 
@@ -260,9 +265,7 @@ class GlobalApi:
         if self.ext.globals.record(gid) is None:
             raise ApiError("GlobalClusterNotFoundFault", f"Global cluster {gid} not found.", 404)
         ref = p.get("TargetDbClusterIdentifier") or ""
-        parts = ref.split(":")
-        target = next((c for c in self.ext.globals.members(gid)
-                       if (len(parts) >= 7 and c.arn == ref) or c.identifier == ref.lower()), None)
+        target = self._member(gid, ref)
         if target is None:
             raise ApiError("DBClusterNotFoundFault", f"DBCluster {ref} is not a member of global cluster {gid}.", 404)
         if target.primary is None:
@@ -306,9 +309,7 @@ class GlobalApi:
         response = call.forward()
         ref = p.get("DbClusterIdentifier") or ""
         if response.status == 200:
-            gid = (p.get("GlobalClusterIdentifier") or "").lower()
-            cluster = next((c for c in self.ext.globals.members(gid) if c.arn == ref or c.identifier == ref.lower()),
-                           None)
+            cluster = self._member((p.get("GlobalClusterIdentifier") or "").lower(), ref)
             if cluster is not None:
                 self.ext.run(cluster, lambda: self.ext.globals.detach(cluster), what="removal from the global "
                              "database", wait=True)
