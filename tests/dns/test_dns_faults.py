@@ -69,7 +69,7 @@ def test_without_the_fault_the_app_follows_the_failover_within_the_ttl(
     upsert(z, "db.example.com", "A", ["127.41.0.2"], ttl=1)
     t0 = time.monotonic()
     wait_until(lambda: socket.gethostbyname("db.example.com") == "127.41.0.2", 5, interval=0.05)
-    assert time.monotonic() - t0 < 2.5, "the 1 s TTL, not minutes"
+    assert time.monotonic() - t0 < 4, "the 1 s TTL, not minutes"
 
 
 def test_stale_cache_needs_a_resolver_and_sane_seconds(dns: DnsServer) -> None:

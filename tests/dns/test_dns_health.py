@@ -130,9 +130,10 @@ def test_probe_rate_follows_the_request_interval(dns: DnsServer, route53: Any,
     t0, n0 = time.monotonic(), len(target.accepted)
     wait_until(lambda: len(target.accepted) >= n0 + 2, 10)
     per_probe = (time.monotonic() - t0) / 2
-    # 30 s / 30 = one probe a second (the checker ticks every 50 ms).
-    assert 0.9 < per_probe < 2.0, per_probe
-    assert _probes(dns, hc) >= 3
+    # 30 s / 30 = one probe a second (the checker ticks every 50 ms; a loaded machine only delays it).
+    assert 0.9 < per_probe < 3.0, per_probe
+    # The target sees a probe's connection before the checker has recorded its result.
+    wait_until(lambda: _probes(dns, hc) >= 3, 5, what="the third probe recorded")
 
 
 def test_deleted_checks_are_forgotten_and_unknown_ids_are_healthy(dns: DnsServer, route53: Any,
