@@ -7,49 +7,31 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from faults.base import Composite, Fault, FaultError
+from faults.database import DEFAULT_RECOVERY_TIMEOUT, RdsFault, target_ref
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
     from harness.rds.aurora import AuroraClusters
     from harness.rds.reconciler import RdsReconciler
 
-DEFAULT_RECOVERY_TIMEOUT = 120.0
 
-
-def _ref(cluster: Any, region: str | None) -> tuple[str, str | None]:
-    """A cluster identifier, or anything with ``identifier`` (and ``region``): an AuroraHandle, an AuroraCluster."""
-    if isinstance(cluster, str) and cluster:
-        return cluster, region
-    ident = getattr(cluster, "identifier", None)
-    if isinstance(ident, str) and ident:
-        return ident, region or getattr(cluster, "region", None)
-    raise FaultError(f"expected an Aurora cluster identifier (or an object with .identifier), got {cluster!r}")
-
-
-class ClusterFault(Fault):
-    """A fault on one Aurora cluster of the running (or given) RDS reconciler."""
-
-    def __init__(self, cluster: Any, *, region: str | None = None, reconciler: RdsReconciler | None = None,
-                 name: str | None = None) -> None:
-        super().__init__(name=name)
-        self.identifier, self.region = _ref(cluster, region)
-        self._reconciler = reconciler
+class AuroraFault(RdsFault):
+    """A fault acting on the Aurora clusters of the running (or given) RDS reconciler."""
 
     @property
     def ext(self) -> AuroraClusters:
         from harness.rds.aurora import aurora
-        from harness.rds.reconciler import current_reconciler
 
-        try:
-            return aurora(self._reconciler or current_reconciler())
-        except HarnessError as exc:
-            raise FaultError(str(exc), fault=self) from exc
+        return self._call(aurora, self.rec)
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except HarnessError as exc:
-            raise FaultError(f"{self.kind}: {exc}", fault=self) from exc
+
+class ClusterFault(AuroraFault):
+    """A fault on one Aurora cluster."""
+
+    def __init__(self, cluster: Any, *, region: str | None = None, reconciler: RdsReconciler | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(reconciler=reconciler, name=name)
+        self.identifier, self.region = target_ref(cluster, region, "an Aurora cluster")
 
     def target_label(self) -> str:
         return f"{self.region}/{self.identifier}" if self.region else self.identifier
@@ -166,7 +148,7 @@ def reader_lag(cluster: Any, reader: str, seconds: float, **kw: Any) -> ReaderLa
     return ReaderLag(cluster, reader, seconds, **kw)
 
 
-class GlobalFailover(Fault):
+class GlobalFailover(AuroraFault):
     """``failover_global_cluster`` through the RDS API of the target's region, as an operator or automation calls
     it when the primary region is lost: the secondary ``target`` (its ARN) becomes the primary at once
     (``allow_data_loss``; what had not reached it is lost), or after catching up (``switchover``: nothing lost).
@@ -178,7 +160,7 @@ class GlobalFailover(Fault):
     def __init__(self, global_id: str, target: str, *, switchover: bool = False,
                  reconciler: RdsReconciler | None = None, recovery_timeout: float = DEFAULT_RECOVERY_TIMEOUT,
                  name: str | None = None) -> None:
-        super().__init__(name=name)
+        super().__init__(reconciler=reconciler, name=name)
         parts = target.split(":") if isinstance(target, str) else []
         if len(parts) < 7 or parts[2] != "rds" or parts[5] != "cluster":
             raise FaultError(f"{self.kind}: target must be the ARN of a secondary DB cluster "
@@ -186,14 +168,6 @@ class GlobalFailover(Fault):
         self.global_id, self.target, self.region = global_id, target, parts[3]
         self.switchover = switchover
         self.recovery_timeout = recovery_timeout
-        self._reconciler = reconciler
-
-    @property
-    def ext(self) -> AuroraClusters:
-        from harness.rds.aurora import aurora
-        from harness.rds.reconciler import current_reconciler
-
-        return aurora(self._reconciler or current_reconciler())
 
     def _inject(self) -> None:
         client = self.ext.rec.stack.aws.client("rds", region=self.region)
@@ -217,7 +191,7 @@ class GlobalFailover(Fault):
 
 
 # -- region outage part: every Aurora cluster of the region unreachable ------------------------------------
-class RegionClusters(Fault):
+class RegionClusters(AuroraFault):
     """Every member of every Aurora cluster in ``region`` cut off the network (clients and replication
     blackholed; no failover: the whole region is gone). Heal brings them back and waits until the clusters are
     whole (readers streaming again)."""
@@ -226,18 +200,10 @@ class RegionClusters(Fault):
 
     def __init__(self, region: str, *, reconciler: RdsReconciler | None = None,
                  recovery_timeout: float = DEFAULT_RECOVERY_TIMEOUT, name: str | None = None) -> None:
-        super().__init__(name=name)
+        super().__init__(reconciler=reconciler, name=name)
         self.region = region
         self.recovery_timeout = recovery_timeout
-        self._reconciler = reconciler
         self._reason: str | None = None
-
-    @property
-    def ext(self) -> AuroraClusters:
-        from harness.rds.aurora import aurora
-        from harness.rds.reconciler import current_reconciler
-
-        return aurora(self._reconciler or current_reconciler())
 
     def _inject(self) -> None:
         self._reason = self.ext.region_down(self.region)
@@ -299,7 +265,7 @@ class ApiFailover(ClusterFault):
         self._call(self.ext.wait_available, self.identifier, self.region, DEFAULT_RECOVERY_TIMEOUT)
 
 
-class ApiMemberReboot(Fault):
+class ApiMemberReboot(AuroraFault):
     """``reboot_db_instance`` of an Aurora cluster member through the RDS API; heal waits until it is available."""
 
     kind = "db_reboot"
@@ -309,18 +275,12 @@ class ApiMemberReboot(Fault):
         self.identifier, self.region = identifier, region
 
     def _inject(self) -> None:
-        from harness.rds.reconciler import current_reconciler
-
-        current_reconciler().stack.aws.client("rds", region=self.region).reboot_db_instance(
-            DBInstanceIdentifier=self.identifier)
+        self.rec.stack.aws.client("rds", region=self.region).reboot_db_instance(DBInstanceIdentifier=self.identifier)
 
     def _heal(self) -> None:
-        from harness.rds.aurora import aurora
-        from harness.rds.reconciler import current_reconciler
         from harness.wait import wait_until
 
-        ext = aurora(current_reconciler())
-        found = ext.member_of(self.region, self.identifier)
+        found = self.ext.member_of(self.region, self.identifier)
         if found is not None:
             wait_until(lambda: found[1].status == "available", DEFAULT_RECOVERY_TIMEOUT, interval=0.02,
                        what=f"{self.identifier} to be available after its reboot")

@@ -14,17 +14,20 @@ if TYPE_CHECKING:
 DEFAULT_RECOVERY_TIMEOUT = 120.0
 
 
-def _ref(instance: Any, region: str | None) -> tuple[str, str | None]:
-    """An identifier, or anything with ``identifier`` (and ``region``): a PostgresInstance, an Instance."""
-    if isinstance(instance, str) and instance:
-        return instance, region
-    ident = getattr(instance, "identifier", None)
+def target_ref(target: Any, region: str | None, what: str = "a DB instance") -> tuple[str, str | None]:
+    """An identifier, or anything with ``identifier`` (and ``region``): a PostgresInstance, an Instance, an
+    AuroraHandle, an AuroraCluster. ``what`` names the expected kind in the error."""
+    if isinstance(target, str) and target:
+        return target, region
+    ident = getattr(target, "identifier", None)
     if isinstance(ident, str) and ident:
-        return ident, region or getattr(instance, "region", None)
-    raise FaultError(f"expected a DB instance identifier (or an object with .identifier), got {instance!r}")
+        return ident, region or getattr(target, "region", None)
+    raise FaultError(f"expected {what} identifier (or an object with .identifier), got {target!r}")
 
 
-class _RdsFault(Fault):
+class RdsFault(Fault):
+    """A fault acting through the running (or given) RDS reconciler; harness errors become FaultErrors."""
+
     def __init__(self, *, reconciler: RdsReconciler | None = None, name: str | None = None) -> None:
         super().__init__(name=name)
         self._reconciler = reconciler
@@ -47,13 +50,13 @@ class _RdsFault(Fault):
             raise FaultError(f"{self.kind}: {exc}", fault=self) from exc
 
 
-class InstanceFault(_RdsFault):
+class InstanceFault(RdsFault):
     """A fault on one DB instance."""
 
     def __init__(self, instance: Any, *, region: str | None = None, reconciler: RdsReconciler | None = None,
                  name: str | None = None) -> None:
         super().__init__(reconciler=reconciler, name=name)
-        self.identifier, self.region = _ref(instance, region)
+        self.identifier, self.region = target_ref(instance, region)
 
     def target_label(self) -> str:
         return f"{self.region}/{self.identifier}" if self.region else self.identifier
@@ -166,7 +169,7 @@ class PauseReplication(InstanceFault):
         self._call(self.rec.pause_replication, self.identifier, False, self.region)
 
 
-class AzOutage(_RdsFault):
+class AzOutage(RdsFault):
     """Lose an Availability Zone: every DB host in ``az`` is cut off the network (blackholed both ways),
     Multi-AZ instances whose primary is there fail over, those whose standby is there go on without it. Heal
     brings the AZ back; lost hosts are rebuilt as standbys (``wait_recovered``: heal waits for that)."""
