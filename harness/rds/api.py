@@ -63,6 +63,24 @@ def check_password(password: str | None, param: str = "MasterUserPassword") -> s
     return password
 
 
+def master_login(p: dict[str, str], db_param: str) -> tuple[str, str, str]:
+    """(user, password, database) of a create call, checked as RDS checks them; ``db_param`` is the database
+    name's parameter (DBName for instances, DatabaseName for clusters)."""
+    if _flag(p, "ManageMasterUserPassword"):
+        raise ApiError("InvalidParameterCombination", "dbdrill needs MasterUserPassword to create the real "
+                       "master user: ManageMasterUserPassword (Secrets Manager) is not supported.")
+    user = p.get("MasterUsername") or ""
+    if not _IDENT.match(user) or user.lower() in RESERVED_USERS or user.lower().startswith("pg_"):
+        raise ApiError("InvalidParameterValue", f"MasterUsername {user!r} is not valid: 1-63 letters, digits or "
+                       "underscores, starting with a letter, not a reserved name (rdsadmin, pg_...).")
+    password = check_password(p.get("MasterUserPassword"))
+    db_name = p.get(db_param) or "postgres"
+    if not _IDENT.match(db_name):
+        raise ApiError("InvalidParameterValue", f"{db_param} {db_name!r} is not valid: 1-63 letters, digits or "
+                       "underscores, starting with a letter.")
+    return user, password, db_name
+
+
 def _with_status(response: HttpResponse, status: str) -> HttpResponse:
     """The mutating call answers the transitional status (creating, rebooting...), as AWS does."""
     response.body = re.sub(rb"<DBInstanceStatus>[^<]*</DBInstanceStatus>",
@@ -141,18 +159,7 @@ class RdsInterceptor:
             raise ApiError("InvalidParameterValue", f"Invalid DB engine: {p.get('Engine')!r}. dbdrill runs real "
                            f"databases for RDS DB instances with Engine {', '.join(SUPPORTED_ENGINES)} (PostgreSQL "
                            f"{self.rec.engine.bins.version if self.rec.engine else ''}); use Engine='postgres'.")
-        if _flag(p, "ManageMasterUserPassword"):
-            raise ApiError("InvalidParameterCombination", "dbdrill needs MasterUserPassword to create the real "
-                           "master user: ManageMasterUserPassword (Secrets Manager) is not supported.")
-        user = p.get("MasterUsername") or ""
-        if not _IDENT.match(user) or user.lower() in RESERVED_USERS or user.lower().startswith("pg_"):
-            raise ApiError("InvalidParameterValue", f"MasterUsername {user!r} is not valid: 1-63 letters, digits or "
-                           "underscores, starting with a letter, not a reserved name (rdsadmin, pg_...).")
-        password = check_password(p.get("MasterUserPassword"))
-        db_name = p.get("DBName") or "postgres"
-        if not _IDENT.match(db_name):
-            raise ApiError("InvalidParameterValue", f"DBName {db_name!r} is not valid: 1-63 letters, digits or "
-                           "underscores, starting with a letter.")
+        user, password, db_name = master_login(p, "DBName")
         multi_az = bool(_flag(p, "MultiAZ"))
         az = p.get("AvailabilityZone")
         if az and multi_az:

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from harness.rds.api import _IDENT, RESERVED_USERS, ApiError, _flag, check_password
+from harness.rds.api import ApiError, _flag, check_password, master_login
 from harness.rds.aurora import APPLIED_PARAMETERS, ENGINE, AuroraCluster, CustomEndpoint, Member
 from harness.rds.aurora_global import GlobalApi
 from harness.rds.fleet import PORT
@@ -77,18 +77,7 @@ class AuroraApi:
         if primary is not None:  # a secondary cluster of a global database: the primary's login and database
             p = {**p, "MasterUsername": primary.user, "MasterUserPassword": primary.password,
                  "DatabaseName": primary.db_name}
-        if _flag(p, "ManageMasterUserPassword"):
-            raise ApiError("InvalidParameterCombination", "dbdrill needs MasterUserPassword to create the real "
-                           "master user: ManageMasterUserPassword (Secrets Manager) is not supported.")
-        user = p.get("MasterUsername") or ""
-        if not _IDENT.match(user) or user.lower() in RESERVED_USERS or user.lower().startswith("pg_"):
-            raise ApiError("InvalidParameterValue", f"MasterUsername {user!r} is not valid: 1-63 letters, digits or "
-                           "underscores, starting with a letter, not a reserved name (rdsadmin, pg_...).")
-        password = check_password(p.get("MasterUserPassword"))
-        db_name = p.get("DatabaseName") or "postgres"
-        if not _IDENT.match(db_name):
-            raise ApiError("InvalidParameterValue", f"DatabaseName {db_name!r} is not valid: 1-63 letters, digits or "
-                           "underscores, starting with a letter.")
+        user, password, db_name = master_login(p, "DatabaseName")
         port = int(p.get("Port") or PORT)
         settings = self._parameters(region, p.get("DBClusterParameterGroupName"))
         if _flag(p, "EnableIAMDatabaseAuthentication"):
