@@ -10,6 +10,24 @@ import pytest
 pytest_plugins = ["pytester"]
 
 
+# A client that resolves an endpoint once and keeps the address for good (like a JVM with networkaddress.cache.ttl
+# -1): after a failover it still talks to the old writer, or to the old primary region.
+PINNED_DNS_CLIENT = """
+import socket
+import pytest
+from suites.pgclient import default_connect
+
+@pytest.fixture
+def rds_drill_connect():
+    cache = {}
+    def connect(host, port, user, password, dbname):
+        if host not in cache:
+            cache[host] = socket.gethostbyname(host)
+        return default_connect(cache[host], port, user, password, dbname)
+    return connect
+"""
+
+
 def run_drill(pytester: pytest.Pytester, name: str, conftest: str) -> tuple[pytest.RunResult, dict]:
     pytester.makeconftest(conftest)
     reports = pytester.path / "reports"
@@ -121,20 +139,7 @@ def network_drill_probe():
 
 
 def test_multi_az_drill_catches_a_client_that_caches_dns_forever(pytester: pytest.Pytester) -> None:
-    res, journal = run_drill(pytester, "multi_az_failover", """
-import socket
-import pytest
-from suites.pgclient import default_connect
-
-@pytest.fixture
-def rds_drill_connect():
-    cache = {}
-    def connect(host, port, user, password, dbname):   # resolves once, like a JVM with cache.ttl=-1
-        if host not in cache:
-            cache[host] = socket.gethostbyname(host)
-        return default_connect(cache[host], port, user, password, dbname)
-    return connect
-""")
+    res, journal = run_drill(pytester, "multi_az_failover", PINNED_DNS_CLIENT)
     res.assert_outcomes(failed=1)
     failed = failed_checks(journal)
     assert "recovery" in failed, journal["message"]
@@ -142,39 +147,13 @@ def rds_drill_connect():
 
 
 def test_aurora_drill_catches_a_client_pinned_to_the_old_writer(pytester: pytest.Pytester) -> None:
-    res, journal = run_drill(pytester, "aurora_failover", """
-import socket
-import pytest
-from suites.pgclient import default_connect
-
-@pytest.fixture
-def rds_drill_connect():
-    cache = {}
-    def connect(host, port, user, password, dbname):   # resolves once: keeps the fenced old writer's address
-        if host not in cache:
-            cache[host] = socket.gethostbyname(host)
-        return default_connect(cache[host], port, user, password, dbname)
-    return connect
-""")
+    res, journal = run_drill(pytester, "aurora_failover", PINNED_DNS_CLIENT)
     res.assert_outcomes(failed=1)
     assert "recovery" in failed_checks(journal), journal["message"]
 
 
 def test_global_drill_catches_a_client_pinned_to_the_old_primary_region(pytester: pytest.Pytester) -> None:
-    res, journal = run_drill(pytester, "aurora_global_failover", """
-import socket
-import pytest
-from suites.pgclient import default_connect
-
-@pytest.fixture
-def rds_drill_connect():
-    cache = {}
-    def connect(host, port, user, password, dbname):   # resolves the global endpoint once: the old primary
-        if host not in cache:
-            cache[host] = socket.gethostbyname(host)
-        return default_connect(cache[host], port, user, password, dbname)
-    return connect
-""")
+    res, journal = run_drill(pytester, "aurora_global_failover", PINNED_DNS_CLIENT)
     res.assert_outcomes(failed=1)
     failed = failed_checks(journal)
     assert "recovery" in failed, journal["message"]
