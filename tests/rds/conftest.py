@@ -54,3 +54,12 @@ def track(engine: PgEngine) -> Iterator[Callable[[PgCluster], PgCluster]]:
     yield add
     for c in made:
         engine.drop(c)
+
+
+@pytest.fixture
+def orders(aurora_cluster: Callable[..., Any]) -> Any:
+    """An Aurora cluster "orders" (writer and two readers) with a table ``t (id int PRIMARY KEY)``."""
+    db = aurora_cluster("orders", readers=2)
+    with db.connect() as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    return db

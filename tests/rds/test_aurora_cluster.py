@@ -4,7 +4,6 @@ and the errors a user can cause."""
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -19,10 +18,6 @@ from harness.plugin.aurora import AuroraHandle
 from harness.wait import wait_until
 
 Make = Callable[..., AuroraHandle]
-
-
-def resolve(name: str) -> str:
-    return str(socket.getaddrinfo(name, 5432, type=socket.SOCK_STREAM)[0][4][0])
 
 
 def server_of(conn: Any) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,26 +22,14 @@ from harness.dns.server import DnsServer
 from harness.plugin.aurora import AuroraHandle
 from harness.rds.aurora import aurora
 from harness.wait import wait_until
-from tests.rds.pgkit import Deadline, Writer
+from tests.rds.pgkit import Deadline, Writer, resolve
 
 Make = Callable[..., AuroraHandle]
-
-
-def resolve(name: str) -> str:
-    return str(socket.getaddrinfo(name, 5432, type=socket.SOCK_STREAM)[0][4][0])
 
 
 def in_recovery(db: AuroraHandle, which: str) -> bool:
     with db.connect(which) as conn:
         return bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
-
-
-@pytest.fixture
-def orders(aurora_cluster: Make) -> AuroraHandle:
-    db = aurora_cluster("orders", readers=2)
-    with db.connect() as conn:
-        conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
-    return db
 
 
 def test_failover_flips_the_writer_endpoint_and_loses_no_acknowledged_write(orders: AuroraHandle, clock: Clock,

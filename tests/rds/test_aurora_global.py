@@ -5,7 +5,6 @@ promotes the secondary at once, the old primary acknowledges nothing more and re
 outage; the primary's own failover is followed by its secondaries."""
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,14 +19,10 @@ from harness.clock import Clock
 from harness.plugin.aurora import AuroraHandle
 from harness.rds.reconciler import RdsReconciler
 from harness.wait import wait_until
-from tests.rds.pgkit import Writer
+from tests.rds.pgkit import Writer, resolve
 
 Make = Callable[..., AuroraHandle]
 PASSWORD = "global-pass-1"
-
-
-def resolve(name: str) -> str:
-    return str(socket.getaddrinfo(name, 5432, type=socket.SOCK_STREAM)[0][4][0])
 
 
 def connect(host: str, **kw: Any) -> Any:

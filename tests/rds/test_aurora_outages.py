@@ -6,9 +6,7 @@ serving; a region outage makes the whole cluster unreachable with no failover, a
 heal."""
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -22,21 +20,7 @@ from harness.plugin.aurora import AuroraHandle
 from harness.rds import replication as repl
 from harness.rds.reconciler import RdsReconciler
 from harness.wait import wait_until
-from tests.rds.pgkit import Deadline, Writer
-
-Make = Callable[..., AuroraHandle]
-
-
-def resolve(name: str) -> str:
-    return str(socket.getaddrinfo(name, 5432, type=socket.SOCK_STREAM)[0][4][0])
-
-
-@pytest.fixture
-def orders(aurora_cluster: Make) -> AuroraHandle:
-    db = aurora_cluster("orders", readers=2)
-    with db.connect() as conn:
-        conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
-    return db
+from tests.rds.pgkit import Deadline, Writer, resolve
 
 
 def address(db: AuroraHandle, member: str) -> str:

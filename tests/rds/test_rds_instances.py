@@ -16,12 +16,9 @@ from harness.errors import NotInstalledError
 from harness.plugin.rds import PostgresInstance
 from harness.rds.reconciler import RdsReconciler
 from harness.stack import Stack
+from tests.rds.pgkit import resolve
 
 Make = Callable[..., PostgresInstance]
-
-
-def resolve(name: str) -> str:
-    return str(socket.getaddrinfo(name, 5432, type=socket.SOCK_STREAM)[0][4][0])
 
 
 def test_create_connect_write_read(postgres_instance: Make, rds: RdsReconciler, aws: Any) -> None:
